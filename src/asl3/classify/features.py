@@ -1,0 +1,132 @@
+"""Bag-of-n-grams features, built for speed and for scoring windows of a text.
+
+A text becomes a sequence of token positions; each position carries the ids of its features:
+the word, the bigram ending at it, and character 3-5-grams of the word (robust to typos,
+inflections and unseen agent spellings). Keeping positions lets the model score any window of
+the text with prefix sums, so a short request buried in a long wrapper is not diluted, and lets
+the streaming monitor add tokens one at a time.
+
+Only features seen at training time (the vocabulary) have ids; everything else is ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+TOKEN_RE = re.compile(r"[^\W_]+")
+MAX_WORD = 24  # longer tokens (hashes, base64 blobs) only contribute their first characters
+CHAR_NS = (3, 4, 5)
+_CACHE_LIMIT = 200_000
+
+
+def word_features(word: str) -> list[str]:
+    """Feature strings for one (already canonical) word: unigram plus character n-grams."""
+    w = word[:MAX_WORD]
+    feats = ["w|" + w]
+    padded = f"<{w}>"
+    n_chars = len(padded)
+    for n in CHAR_NS:
+        for i in range(n_chars - n + 1):
+            feats.append("c|" + padded[i : i + n])
+    return feats
+
+
+def bigram_feature(prev: str, word: str) -> str:
+    return f"b|{prev[:MAX_WORD]} {word[:MAX_WORD]}"
+
+
+def tokens(text: str) -> list[str]:
+    """Word tokens of a canonical text (letters and digits, any script)."""
+    return TOKEN_RE.findall(text)
+
+
+def text_features(text: str) -> Iterable[str]:
+    """Every feature string of a text (used to build the vocabulary)."""
+    toks = tokens(text)
+    prev = None
+    for t in toks:
+        yield from word_features(t)
+        if prev is not None:
+            yield bigram_feature(prev, t)
+        prev = t
+
+
+@dataclass
+class Positions:
+    """Feature ids of a text, with the token position each id belongs to."""
+
+    ids: np.ndarray  # int32, flat
+    pos: np.ndarray  # int32, token index of each id (non-decreasing)
+    n_tokens: int
+
+
+class Featurizer:
+    """Maps canonical text to feature ids through a fixed vocabulary, caching per word."""
+
+    def __init__(self, vocab: Sequence[str]) -> None:
+        self.vocab = list(vocab)
+        self.index: dict[str, int] = {f: i for i, f in enumerate(self.vocab)}
+        self._word_cache: dict[str, tuple[int, ...]] = {}
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    def word_ids(self, word: str) -> tuple[int, ...]:
+        got = self._word_cache.get(word)
+        if got is None:
+            index = self.index
+            got = tuple(index[f] for f in word_features(word) if f in index)
+            if len(self._word_cache) >= _CACHE_LIMIT:
+                self._word_cache.clear()
+            self._word_cache[word] = got
+        return got
+
+    def token_ids(self, toks: Sequence[str]) -> list[tuple[int, ...]]:
+        """Per-token feature ids (word features plus the bigram with the previous token)."""
+        out: list[tuple[int, ...]] = []
+        index = self.index
+        prev: str | None = None
+        for t in toks:
+            ids = self.word_ids(t)
+            if prev is not None:
+                b = index.get(bigram_feature(prev, t))
+                if b is not None:
+                    ids = (*ids, b)
+            out.append(ids)
+            prev = t
+        return out
+
+    def positions(self, text: str) -> Positions:
+        per_tok = self.token_ids(tokens(text))
+        flat: list[int] = []
+        pos: list[int] = []
+        for i, ids in enumerate(per_tok):
+            flat.extend(ids)
+            pos.extend([i] * len(ids))
+        return Positions(
+            np.asarray(flat, dtype=np.int32), np.asarray(pos, dtype=np.int32), len(per_tok)
+        )
+
+
+def build_vocab(texts: Iterable[str], min_df: int = 2, max_features: int = 200_000
+                ) -> tuple[list[str], np.ndarray]:
+    """Features in at least ``min_df`` texts (most frequent first, ties by name) and their idf.
+
+    idf = ln((1 + n_texts) / (1 + df)) + 1, as scikit-learn's smooth idf: rare, specific
+    features weigh more in a text's mean than ubiquitous ones like common character grams.
+    """
+    df: dict[str, int] = {}
+    n_texts = 0
+    for text in texts:
+        n_texts += 1
+        for f in set(text_features(text)):
+            df[f] = df.get(f, 0) + 1
+    kept = [f for f, n in df.items() if n >= min_df]
+    kept.sort(key=lambda f: (-df[f], f))
+    kept = kept[:max_features]
+    idf = np.log((1 + n_texts) / (1 + np.array([df[f] for f in kept], dtype=np.float64))) + 1
+    return kept, idf.astype(np.float32)

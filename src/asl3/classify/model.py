@@ -1,0 +1,134 @@
+"""Stage-1 models: a weighted-mean-of-feature-embeddings MLP (fastText-like), numpy only.
+
+Why this shape: a text's hidden vector is the (idf-weighted) mean of one learned row per
+feature occurrence, so (a) any window of the text is scored from two prefix sums, (b) a stream
+is scored by adding rows as tokens arrive, O(1) per token, and (c) inference needs nothing
+but numpy.
+
+Two heads over the same kind of features:
+- the *score* model: one sigmoid output, P(harmful). The input model sees the text; the output
+  model also has a prompt matrix, so a response is judged with the request it answers.
+- the *category* model: a softmax over the constitution's harmful categories, used to name
+  the category of a block and to take an exempted category's share out of the score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from asl3.classify.features import Positions
+
+HARMFUL = "__harmful__"  # the single class of a score model
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0)))
+
+
+@dataclass
+class WindowScores:
+    """Per-window outputs of one text and where each window lies (token indices)."""
+
+    probs: np.ndarray  # (n_windows, n_classes)
+    starts: np.ndarray
+    ends: np.ndarray
+
+
+@dataclass
+class MeanMLP:
+    """relu(wmean(W1[ids]) [+ wmean(W1p[prompt ids])] + b1) @ W2 + b2 -> sigmoid or softmax.
+
+    wmean is the weighted mean with weights ``wt`` (idf times a word/bigram boost); W1 and W1p
+    rows are stored pre-multiplied by ``wt`` so a sum of rows over a weight sum is the mean.
+    """
+
+    classes: list[str]
+    W1: np.ndarray  # (V, H) float32
+    b1: np.ndarray  # (H,)
+    W2: np.ndarray  # (H, C)
+    b2: np.ndarray  # (C,)
+    wt: np.ndarray  # (V,)
+    W1p: np.ndarray | None = None  # (V, H) prompt side (output score model only)
+
+    @property
+    def hidden(self) -> int:
+        return int(self.b1.shape[0])
+
+    @property
+    def is_score(self) -> bool:
+        return self.classes == [HARMFUL]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {"W1": self.W1, "b1": self.b1, "W2": self.W2, "b2": self.b2, "wt": self.wt}
+        if self.W1p is not None:
+            out["W1p"] = self.W1p
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], classes: Sequence[str]) -> MeanMLP:
+        f32 = {k: v.astype(np.float32, copy=False) for k, v in arrays.items()}
+        if f32["W2"].shape[1] != len(classes) or f32["W1"].shape[1] != f32["b1"].shape[0]:
+            raise ValueError("layer shapes do not match each other or the class list")
+        if f32["wt"].shape[0] != f32["W1"].shape[0]:
+            raise ValueError("feature weights do not match the embedding rows")
+        return cls(list(classes), f32["W1"], f32["b1"], f32["W2"], f32["b2"], f32["wt"],
+                   f32.get("W1p"))
+
+    # -- scoring ---------------------------------------------------------------------------
+    def weight_sum(self, ids: np.ndarray) -> float:
+        return float(self.wt[ids].sum())
+
+    def prompt_pre(self, pos: Positions | None) -> np.ndarray:
+        """The prompt's contribution to the hidden pre-activation (zeros without a prompt)."""
+        if self.W1p is None or pos is None or pos.ids.size == 0:
+            return np.zeros(self.hidden, dtype=np.float32)
+        return self.W1p[pos.ids].sum(axis=0) / max(self.weight_sum(pos.ids), 1e-6)
+
+    def text_pre(self, pos: Positions) -> np.ndarray:
+        """Hidden pre-activation of a whole text (no windows)."""
+        if pos.ids.size == 0:
+            return np.zeros(self.hidden, dtype=np.float32)
+        return self.W1[pos.ids].sum(axis=0) / max(self.weight_sum(pos.ids), 1e-6)
+
+    def probs_from_pre(self, pre: np.ndarray) -> np.ndarray:
+        """Outputs from hidden pre-activations (bias not yet added)."""
+        h = np.maximum(pre + self.b1, 0.0)
+        z = h @ self.W2 + self.b2
+        return sigmoid(z) if self.is_score else softmax(z)
+
+    def windows(self, pos: Positions, window: int, stride: int,
+                prompt: np.ndarray | None = None) -> WindowScores:
+        """Outputs for the whole text and for token windows of it."""
+        n = pos.n_tokens
+        if n <= window:
+            starts = np.array([0])
+            ends = np.array([n])
+        else:
+            s = list(range(0, n - window + 1, stride))
+            if s[-1] != n - window:
+                s.append(n - window)
+            starts = np.array([0, *s])
+            ends = np.array([n, *[x + window for x in s]])
+        H = self.hidden
+        if pos.ids.size:
+            rows = self.W1[pos.ids]
+            csum = np.vstack([np.zeros((1, H), dtype=np.float32), np.cumsum(rows, axis=0)])
+            wsum = np.concatenate([[0.0], np.cumsum(self.wt[pos.ids], dtype=np.float64)])
+            bounds = np.searchsorted(pos.pos, np.arange(n + 1), side="left")
+            a, b = bounds[starts], bounds[ends]
+            counts = np.maximum(wsum[b] - wsum[a], 1e-6)[:, None]
+            pre = ((csum[b] - csum[a]) / counts).astype(np.float32)
+        else:
+            pre = np.zeros((len(starts), H), dtype=np.float32)
+        if prompt is not None:
+            pre = pre + prompt
+        return WindowScores(self.probs_from_pre(pre), starts, ends)

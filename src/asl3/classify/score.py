@@ -1,0 +1,87 @@
+"""Scoring a whole text: max over its canonical views and over token windows of each view.
+
+The max is what makes encodings and long wrappers fail: the decoded payload is a view of its
+own, and the window around a buried request scores as if the wrapper were not there. Long
+texts are cut into overlapping chunks so memory stays bounded and a megabyte scores in about a
+second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from asl3.classify.bundle import Bundle
+from asl3.classify.model import MeanMLP
+from asl3.text.normalize import View, views
+
+CHUNK_CHARS = 20_000
+CATEGORY_CHARS = 4_000
+
+
+@dataclass(frozen=True)
+class Score:
+    """The highest-scoring window of a text: P(harmful), the view, and that view's text."""
+
+    score: float
+    view: str
+    text: str
+
+
+def _chunks(text: str, size: int = CHUNK_CHARS, overlap: int = 2_000) -> list[str]:
+    if len(text) <= size:
+        return [text]
+    out = []
+    step = size - overlap
+    for start in range(0, len(text), step):
+        out.append(text[start : start + size])
+        if start + size >= len(text):
+            break
+    return out
+
+
+class Scorer:
+    """Pure scoring over a verified bundle: no I/O, no thresholds, no exemption policy."""
+
+    def __init__(self, bundle: Bundle) -> None:
+        self.bundle = bundle
+        cfg = bundle.config
+        # several window sizes: small ones find a short request inside a long wrapper
+        self.scales = [(int(w), int(s)) for w, s in cfg["windows"]]
+        self.window = max(w for w, _ in self.scales)  # the streaming monitor's window
+        self.feat = bundle.featurizer
+
+    def _best(self, model: MeanMLP, vs: list[View], prompt: np.ndarray | None = None) -> Score:
+        best: Score | None = None
+        for v in vs:
+            for chunk in _chunks(v.text):
+                pos = self.feat.positions(chunk)
+                for window, stride in self.scales:
+                    s = float(model.windows(pos, window, stride, prompt).probs[:, 0].max())
+                    if best is None or s > best.score:
+                        best = Score(s, v.name, chunk)
+                    if pos.n_tokens <= window:
+                        break  # larger windows would all be the whole text again
+        assert best is not None
+        return best
+
+    def input(self, text: str) -> Score:
+        return self._best(self.bundle.input_model, views(text))
+
+    def prompt_context(self, prompt: str | None) -> np.ndarray:
+        """The output model's prompt term, computed once per response."""
+        model = self.bundle.output_model
+        if not prompt:
+            return model.prompt_pre(None)
+        v = views(prompt)[0].text[-CHUNK_CHARS:]
+        return model.prompt_pre(self.feat.positions(v))
+
+    def output(self, text: str, prompt_term: np.ndarray) -> Score:
+        return self._best(self.bundle.output_model, views(text), prompt_term)
+
+    def categories(self, text: str) -> np.ndarray:
+        """Probabilities over the harmful categories for a (canonical) text."""
+        model = self.bundle.category_model
+        pos = self.feat.positions(text[:CATEGORY_CHARS])
+        return model.probs_from_pre(model.text_pre(pos))

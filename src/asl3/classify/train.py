@@ -1,0 +1,355 @@
+"""Training: constitution + seed data -> synthetic and augmented examples -> calibrated bundle.
+
+Needs scikit-learn (the ``train`` / ``dev`` extras); the resulting bundle needs only numpy.
+Three datasets stay apart: training rows (seed files + offline generation + augmentation),
+the calibration split (harmless rows that only set thresholds), and an optional dev set whose
+metrics are recorded in the manifest but never influence training or thresholds.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from asl3 import constitution as constitution_mod
+from asl3.classify.bundle import load_bundle, save_bundle
+from asl3.classify.calibrate import threshold_for_fpr
+from asl3.classify.features import Featurizer, build_vocab, tokens
+from asl3.classify.model import HARMFUL, MeanMLP
+from asl3.data.io import Row, read_jsonl, rows_sha256
+from asl3.errors import DatasetError
+from asl3.text.normalize import canonical, views
+
+PREFIX_CUTS = (8, 16, 24, 40, 64, 96, 128, 176, 240, 320, 420, 550, 750)
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class TrainConfig:
+    constitution: str = "cbrn"
+    data: list[str] = field(default_factory=list)
+    calib: list[str] = field(default_factory=list)
+    dev: list[str] = field(default_factory=list)
+    out: str = "bundle"
+    seed: int = 0
+    target_fpr_input: float = 0.005
+    target_fpr_output: float = 0.005
+    hidden: int = 32
+    epochs: int = 15
+    alpha: float = 1e-4
+    word_weight: float = 8.0
+    per_category_inputs: int = 60
+    per_category_outputs: int = 16
+    augment_per_row: int = 2
+    windows: tuple[tuple[int, int], ...] = ((16, 4), (40, 10))  # (tokens, stride)
+    holdback: int = 48
+    min_tokens: int = 6
+    min_df: int = 2
+    max_features: int = 60_000
+
+
+def _noop(stage: str, done: int, total: int) -> None:
+    pass
+
+
+def _check_categories(rows: Sequence[Row], known: set[str], source: str) -> None:
+    for i, r in enumerate(rows, 1):
+        if r.category not in known:
+            raise DatasetError(
+                f"{source}: row {i}: category {r.category!r} is not in the constitution"
+            )
+
+
+def _prefixes(text: str) -> list[str]:
+    """Word-boundary prefixes of a response at growing lengths, plus the whole text."""
+    out = []
+    for cut in PREFIX_CUTS:
+        if cut >= len(text):
+            break
+        m = re.search(r"\s", text[cut:])
+        end = cut + m.start() if m else len(text)
+        if end < len(text):
+            out.append(text[:end])
+    out.append(text)
+    return list(dict.fromkeys(out))
+
+
+def _mean_rows(feat: Featurizer, texts: Sequence[str], idf: np.ndarray):  # -> csr_matrix
+    from scipy import sparse
+
+    indptr = [0]
+    indices: list[int] = []
+    data: list[float] = []
+    for t in texts:
+        per_tok = feat.token_ids(tokens(t))
+        counts: dict[int, int] = {}
+        for ids in per_tok:
+            for i in ids:
+                counts[i] = counts.get(i, 0) + 1
+        total = sum(c * float(idf[i]) for i, c in counts.items())
+        for i, c in counts.items():
+            indices.append(i)
+            data.append(c * float(idf[i]) / total)
+        indptr.append(len(indices))
+    return sparse.csr_matrix(
+        (np.asarray(data, dtype=np.float32), np.asarray(indices, dtype=np.int32), indptr),
+        shape=(len(texts), len(feat)),
+    )
+
+
+def _fit(X, y: np.ndarray, hidden: int, epochs: int, seed: int, alpha: float = 1e-4):
+    from sklearn.neural_network import MLPClassifier
+
+    clf = MLPClassifier(
+        hidden_layer_sizes=(hidden,), activation="relu", solver="adam", alpha=alpha,
+        batch_size=max(32, min(256, X.shape[0] // 100)),  # enough updates on small data
+        learning_rate_init=2e-3, max_iter=epochs, random_state=seed,
+        shuffle=True, tol=1e-6, n_iter_no_change=epochs + 1,
+    )
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    return clf
+
+
+def _to_model(clf, classes: list[str], idf: np.ndarray, with_prompt: bool = False) -> MeanMLP:
+    """Export a fitted scikit-learn MLP as a numpy MeanMLP (rows pre-multiplied by weights)."""
+    W1 = clf.coefs_[0].astype(np.float32)
+    W2 = clf.coefs_[1].astype(np.float32)
+    b2 = clf.intercepts_[1].astype(np.float32)
+    if len(classes) == 2 and W2.shape[1] == 1:  # sklearn's binary case: one logit for class 1
+        W2 = np.hstack([np.zeros_like(W2), W2])
+        b2 = np.array([0.0, b2[0]], dtype=np.float32)
+    V = idf.shape[0]
+    arrays = {"W1": W1[:V] * idf[:, None], "b1": clf.intercepts_[0].astype(np.float32),
+              "W2": W2, "b2": b2, "wt": idf}
+    if with_prompt:
+        arrays["W1p"] = W1[V:] * idf[:, None]
+    return MeanMLP.from_arrays(arrays, classes)
+
+
+def _constant_category_model(cid: str, idf: np.ndarray) -> MeanMLP:
+    """A constitution with a single harmful category needs no classifier for it."""
+    z = np.zeros((idf.shape[0], 1), dtype=np.float32)
+    return MeanMLP.from_arrays({"W1": z, "b1": np.zeros(1, np.float32),
+                                "W2": np.zeros((1, 1), np.float32),
+                                "b2": np.zeros(1, np.float32), "wt": idf}, [cid])
+
+
+def build_training_rows(cfg: TrainConfig, const: constitution_mod.Constitution,
+                        progress: Progress = _noop) -> list[Row]:
+    """Seed files + offline generation + jailbreak-style augmentation (inputs and outputs)."""
+    from asl3.data.augment import augment
+    from asl3.data.generate import OfflineGenerator
+
+    known = {c.id for c in const.categories}
+    rows: list[Row] = []
+    for f in cfg.data:
+        got = read_jsonl(f)
+        _check_categories(got, known, f)
+        rows.extend(got)
+    gen = OfflineGenerator(const, seed=cfg.seed)
+    rows.extend(gen.inputs(per_category=cfg.per_category_inputs))
+    rows.extend(gen.outputs(per_category=cfg.per_category_outputs))
+    progress("generate", 1, 1)
+    rng = random.Random(cfg.seed)
+    inputs = [r for r in rows if r.kind == "input"]
+    outputs = [r for r in rows if r.kind == "output"]
+    aug = augment(inputs, rng, per_row=cfg.augment_per_row, kinds=("input",))
+    out_names = ["base64", "rot13", "leetspeak", "letter_spacing", "homoglyph", "zero_width",
+                 "case_noise", "reversal", "hex", "morse", "caesar"]
+    aug_out = augment(outputs, rng, per_row=1, names=out_names, kinds=("output",))
+    progress("augment", 1, 1)
+    return rows + aug + aug_out
+
+
+def _input_examples(rows: Sequence[Row], window: int, rng: random.Random
+                    ) -> tuple[list[str], list[str]]:
+    """Every view of every row; plus, for harmless rows, a few windows of ``window`` tokens
+    (scoring takes the max over windows, so harmless windows must be seen in training)."""
+    texts, labels = [], []
+    for r in rows:
+        seen = set()
+        vs = views(r.text)
+        for v in vs:
+            if v.text and v.text not in seen:
+                seen.add(v.text)
+                texts.append(v.text)
+                labels.append(r.category)
+        if r.label == "harmless":
+            toks = tokens(vs[0].text)
+            if len(toks) > window + 4:
+                for _ in range(2):
+                    a = rng.randrange(0, len(toks) - window)
+                    texts.append(" ".join(toks[a : a + window]))
+                    labels.append(r.category)
+    return texts, labels
+
+
+def _output_examples(rows: Sequence[Row]) -> tuple[list[str], list[str], list[str]]:
+    texts, prompts, labels = [], [], []
+    for r in rows:
+        p = canonical(r.prompt) if r.prompt else ""
+        vs = views(r.text)
+        for pre in _prefixes(vs[0].text):
+            texts.append(pre)
+            prompts.append(p)
+            labels.append(r.category)
+        for v in vs[1:]:
+            texts.append(v.text)
+            prompts.append(p)
+            labels.append(r.category)
+    return texts, prompts, labels
+
+
+def calibration_scores(guard: Any, rows: Sequence[Row], progress: Progress = _noop
+                       ) -> tuple[list[float], list[float]]:
+    """Max score of every harmless calibration row, input and output (streamed) separately."""
+    from asl3.guard import split_stream
+
+    ins, outs = [], []
+    for i, r in enumerate(rows):
+        if r.kind == "input":
+            ins.append(guard.check_input(r.text).score)
+        else:
+            mon = guard.monitor_output(r.prompt, threshold=float("inf"))
+            for piece in split_stream(r.text):
+                mon.feed(piece)
+            mon.finish()
+            outs.append(mon.max_score)
+        progress("calibrate", i + 1, len(rows))
+    return ins, outs
+
+
+def train(cfg: TrainConfig, progress: Progress = _noop) -> dict[str, Any]:
+    """Train, calibrate and save a bundle; returns its manifest (with the digest)."""
+    from scipy import sparse
+
+    t0 = time.perf_counter()
+    const = constitution_mod.load(cfg.constitution)
+    known = {c.id for c in const.categories}
+    harmful = {c.id for c in const.harmful}
+    rows = build_training_rows(cfg, const, progress)
+
+    calib: list[Row] = []
+    for f in cfg.calib:
+        got = read_jsonl(f)
+        _check_categories(got, known, f)
+        calib.extend(r for r in got if r.label == "harmless")
+    if not cfg.calib:
+        # No calibration file: hold out generated harmless rows made with another seed.
+        from asl3.data.generate import OfflineGenerator
+
+        g = OfflineGenerator(const, seed=cfg.seed + 7919)
+        calib = [r for r in g.inputs(per_category=20) + g.outputs(per_category=8)
+                 if r.label == "harmless"]
+    train_texts = {r.text for r in rows}
+    overlap = sum(1 for r in calib if r.text in train_texts)
+    if overlap:
+        calib = [r for r in calib if r.text not in train_texts]
+
+    in_rows = [r for r in rows if r.kind == "input"]
+    out_rows = [r for r in rows if r.kind == "output"]
+    in_texts, in_labels = _input_examples(in_rows, min(w for w, _ in cfg.windows),
+                                          random.Random(cfg.seed + 1))
+    out_texts, out_prompts, out_labels = _output_examples(out_rows)
+    progress("featurize", 1, 3)
+    vocab, idf = build_vocab(in_texts + out_texts + sorted(set(out_prompts)), cfg.min_df,
+                             cfg.max_features)
+    # Word and bigram features carry intent; there are ~15 character grams per word, so
+    # without this weight the words would be drowned in the mean.
+    idf = idf * np.array([cfg.word_weight if f[0] in "wb" else 1.0 for f in vocab],
+                         dtype=np.float32)
+    feat = Featurizer(vocab)
+    progress("featurize", 2, 3)
+    X_in = _mean_rows(feat, in_texts, idf)
+    X_out = sparse.hstack([_mean_rows(feat, out_texts, idf),
+                           _mean_rows(feat, out_prompts, idf)]).tocsr()
+    progress("featurize", 3, 3)
+
+    progress("fit input model", 0, 1)
+    y_in = np.array([lab in harmful for lab in in_labels])
+    in_model = _to_model(_fit(X_in, y_in, cfg.hidden, cfg.epochs, cfg.seed, cfg.alpha),
+                         [HARMFUL], idf)
+    progress("fit input model", 1, 1)
+    progress("fit output model", 0, 1)
+    y_out = np.array([lab in harmful for lab in out_labels])
+    out_model = _to_model(_fit(X_out, y_out, cfg.hidden, cfg.epochs, cfg.seed, cfg.alpha),
+                          [HARMFUL], idf, with_prompt=True)
+    progress("fit output model", 1, 1)
+    progress("fit category model", 0, 1)
+    cat_texts = [t for t, lab in zip(in_texts, in_labels, strict=True) if lab in harmful]
+    cat_texts += [f"{p}\n{t}" for t, p, lab in zip(out_texts, out_prompts, out_labels, strict=True)
+                  if lab in harmful]
+    cat_labels = [lab for lab in in_labels if lab in harmful]
+    cat_labels += [lab for lab in out_labels if lab in harmful]
+    present = sorted(set(cat_labels))
+    if len(present) == 1:
+        cat_model = _constant_category_model(present[0], idf)
+    else:
+        clf = _fit(_mean_rows(feat, cat_texts, idf), np.array(cat_labels), 16, cfg.epochs,
+                   cfg.seed, cfg.alpha)
+        cat_model = _to_model(clf, [str(c) for c in clf.classes_], idf)
+    progress("fit category model", 1, 1)
+
+    manifest: dict[str, Any] = {
+        "name": const.name,
+        "version": const.version,
+        "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        "constitution": {"name": const.name, "version": const.version,
+                         "sha256": constitution_mod.sha256_of(cfg.constitution)},
+        "categories": [{"id": c.id, "label": c.label, "exemptible": c.exemptible}
+                       for c in const.categories],
+        "stages": [{"name": "stage1", "model": "mean-embedding-mlp", "hidden": cfg.hidden,
+                    "heads": "sigmoid P(harmful); softmax over harmful categories",
+                    "word_weight": cfg.word_weight,
+                    "features": "word 1-2-grams + char 3-5-grams over canonical views"}],
+        "thresholds": {"input": 0.5, "output": 0.5},
+        "config": {"windows": [list(w) for w in cfg.windows], "holdback": cfg.holdback,
+                   "min_tokens": cfg.min_tokens,
+                   "target_fpr": {"input": cfg.target_fpr_input, "output": cfg.target_fpr_output},
+                   "seed": cfg.seed},
+        "training": {"rows": len(rows), "input_examples": len(in_texts),
+                     "output_examples": len(out_texts), "vocab": len(vocab),
+                     "data_files": list(cfg.data), "data_sha256": rows_sha256(rows),
+                     "calibration_files": list(cfg.calib), "calibration_rows": len(calib),
+                     "calibration_overlap_removed": overlap},
+    }
+    out = Path(cfg.out)
+    save_bundle(out, manifest, vocab, in_model, out_model, cat_model)
+
+    # Calibrate on the separate harmless split, through the exact run-time code path.
+    from asl3.guard import Guard
+
+    guard = Guard(load_bundle(out))
+    ins, outs = calibration_scores(guard, calib, progress)
+    th_in = threshold_for_fpr(ins, cfg.target_fpr_input) if ins else 0.5
+    th_out = threshold_for_fpr(outs, cfg.target_fpr_output) if outs else 0.5
+    manifest["thresholds"] = {"input": th_in, "output": th_out}
+    manifest["calibration"] = {"input_rows": len(ins), "output_rows": len(outs)}
+
+    if cfg.dev:
+        from asl3.eval.metrics import evaluate
+
+        dev_rows: list[Row] = []
+        for f in cfg.dev:
+            dev_rows.extend(read_jsonl(f))
+        guard.thresholds = dict(manifest["thresholds"])
+        manifest["metrics"] = {"dev_files": list(cfg.dev),
+                               **evaluate(guard, dev_rows, progress=progress).summary()}
+    manifest["training"]["seconds"] = round(time.perf_counter() - t0, 1)
+    digest = save_bundle(out, manifest, vocab, in_model, out_model, cat_model)
+    manifest["digest"] = digest
+    return manifest

@@ -1,0 +1,242 @@
+"""The `asl3` command: thin argument parsing and printing over the library.
+
+Every command exits 0 on success and 2 on bad usage or bad input, with a one-line reason on
+stderr (never a traceback). Long work shows a progress bar on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from asl3.errors import Asl3Error
+
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(Asl3Error):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"asl3: error: {message}\n")
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def _fmt(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+@contextmanager
+def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress display on stderr; yields a ``progress(stage, done, total)`` callback."""
+    if not enabled:
+        yield lambda stage, done, total: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    tasks: dict[str, Any] = {}
+    with Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=False) as p:
+
+        def cb(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = p.add_task(stage, total=max(total, 1))
+            p.update(tasks[stage], completed=done, total=max(total, 1))
+
+        yield cb
+
+
+# -- train ---------------------------------------------------------------------------------
+def cmd_train(a: argparse.Namespace) -> int:
+    from asl3.classify.train import TrainConfig, train
+
+    cfg = TrainConfig(constitution=a.constitution, data=a.data or [], calib=a.calib or [],
+                      dev=a.dev or [], out=a.out, seed=a.seed,
+                      target_fpr_input=a.target_fpr, target_fpr_output=a.target_fpr)
+    for f in [*cfg.data, *cfg.calib, *cfg.dev]:
+        if not Path(f).is_file():
+            raise UsageError(f"{f}: no such data file")
+    with progress_bar(not a.quiet) as cb:
+        m = train(cfg, cb)
+    summary = {"out": a.out, "digest": m["digest"], "thresholds": m["thresholds"],
+               "training": m["training"]}
+    if "metrics" in m:
+        summary["dev"] = _headline(m["metrics"])
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+# -- check ---------------------------------------------------------------------------------
+def _read_text_arg(text: str) -> str:
+    if text != "-":
+        return text
+    raw = sys.stdin.buffer.read()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"standard input is not valid UTF-8 (bad byte at offset {e.start})") from None
+
+
+def cmd_check(a: argparse.Namespace) -> int:
+    from asl3.guard import Guard
+
+    text = _read_text_arg(a.text)
+    if "\x00" in text:
+        raise UsageError("input contains NUL bytes: binary data is not text; nothing was scored")
+    guard = Guard.load(a.bundle)
+    if a.output:
+        v, released = guard.check_output(text, prompt=a.prompt)
+        out = {**v.to_dict(), "released_chars": len(released), "total_chars": len(text)}
+    else:
+        out = guard.check_input(text).to_dict()
+    print(json.dumps(out))
+    return 0
+
+
+# -- eval ----------------------------------------------------------------------------------
+def _headline(s: dict[str, Any]) -> dict[str, Any]:
+    h: dict[str, Any] = {}
+    for kind in ("input", "output"):
+        if kind in s:
+            k = s[kind]
+            h[kind] = {"harmful_blocked": k["harmful"]["rate"], "harmless_fpr": k["harmless"]["rate"]}
+            if kind == "output":
+                h[kind]["median_released_before_halt"] = k["released_before_halt_chars"]["median"]
+    return h
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    from asl3.data.io import read_jsonl
+    from asl3.eval.metrics import evaluate
+    from asl3.guard import Guard
+
+    rows = []
+    for f in a.data:
+        rows.extend(read_jsonl(f))
+    if not rows:
+        raise UsageError("the data files hold no rows")
+    guard = Guard.load(a.bundle)
+    with progress_bar(not a.quiet) as cb:
+        res = evaluate(guard, rows, progress=cb)
+    s = res.summary()
+    if a.report:
+        from asl3.eval.report import write_html
+
+        write_html(a.report, s, title=f"asl3 eval: {', '.join(a.data)}")
+    if a.json:
+        print(json.dumps(s, indent=2))
+    else:
+        _print_table(s)
+    return 0
+
+
+def _print_table(s: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="asl3 eval")
+    for c in ("kind", "slice", "n", "blocked", "rate"):
+        t.add_column(c)
+    for kind, k in s.items():
+        t.add_row(kind, "harmful (block rate)", *(str(k["harmful"][x]) for x in ("n", "blocked", "rate")))
+        t.add_row(kind, "harmless (false positives)", *(str(k["harmless"][x]) for x in ("n", "blocked", "rate")))
+        for fam, r in k["harmful_by_family"].items():
+            t.add_row(kind, f"  harmful / family {fam}", str(r["n"]), str(r["blocked"]), str(r["rate"]))
+        for src, r in k["harmless_by_source"].items():
+            t.add_row(kind, f"  harmless / source {src}", str(r["n"]), str(r["blocked"]), str(r["rate"]))
+        if kind == "output":
+            rb = k["released_before_halt_chars"]
+            t.add_row(kind, "released before halt (median chars)", "", "", str(rb["median"]))
+        t.add_row(kind, "latency p50 / p99 ms", "", "", f"{k['latency_ms']['p50']} / {k['latency_ms']['p99']}")
+    Console().print(t)
+
+
+# -- parser --------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="asl3", formatter_class=_fmt, description=(
+        "ASL-3 safeguards: constitutional classifiers and their tools.\n\n"
+        "examples:\n"
+        "  asl3 check \"How do vaccines train the immune system?\"\n"
+        "  asl3 eval --data data/dev/inputs.jsonl --report report.html\n"
+        "  asl3 train --constitution cbrn --data data/train/inputs.jsonl --out my-bundle"))
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a classifier bundle from a constitution",
+                       formatter_class=_fmt, description=(
+        "Expand a constitution into synthetic data (plus your seed files), augment it with\n"
+        "jailbreak-style transforms, train the input and streaming output classifiers, and\n"
+        "calibrate their thresholds on a separate harmless split to a target false-positive\n"
+        "rate. Deterministic for a given --seed.\n\n"
+        "example (rebuilds the bundled default model):\n"
+        "  asl3 train --constitution cbrn --data data/train/inputs.jsonl data/train/outputs.jsonl \\\n"
+        "      --calib data/calib/harmless.jsonl --dev data/dev/inputs.jsonl data/dev/outputs.jsonl \\\n"
+        "      --out src/asl3/models/default --seed 0"))
+    t.add_argument("--constitution", default="cbrn", metavar="NAME|PATH",
+                   help="bundled name (cbrn) or a YAML file (default: cbrn)")
+    t.add_argument("--data", nargs="*", metavar="FILE", help="seed JSONL files (inputs and outputs)")
+    t.add_argument("--calib", nargs="*", metavar="FILE",
+                   help="harmless calibration JSONL (kept out of training); default: generated hold-out")
+    t.add_argument("--dev", nargs="*", metavar="FILE", help="dev JSONL: metrics recorded in the manifest only")
+    t.add_argument("--out", required=True, metavar="DIR", help="bundle directory to write")
+    t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    t.add_argument("--target-fpr", type=float, default=0.005, metavar="X",
+                   help="target false-positive rate on the calibration split (default 0.005)")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(func=cmd_train)
+
+    c = sub.add_parser("check", help="classify one text and print the verdict as JSON",
+                       formatter_class=_fmt, description=(
+        "Classify TEXT (or standard input with '-') as a user request, or with --output as a\n"
+        "model response to --prompt, streamed word by word. Prints the verdict as JSON.\n\n"
+        "examples:\n"
+        "  asl3 check \"What is the history of the Biological Weapons Convention?\"\n"
+        "  echo 'some response' | asl3 check --output --prompt 'the question' -"))
+    c.add_argument("text", metavar="TEXT|-")
+    c.add_argument("--bundle", metavar="DIR", help="model bundle (default: the bundled model)")
+    c.add_argument("--output", action="store_true", help="TEXT is a model response")
+    c.add_argument("--prompt", help="the request the response answers (with --output)")
+    c.set_defaults(func=cmd_check)
+
+    e = sub.add_parser("eval", help="measure a bundle on labelled JSONL data",
+                       formatter_class=_fmt, description=(
+        "Block rate on harmful rows, false-positive rate on harmless rows, by category, transform\n"
+        "and source; for outputs, harmful streams halted and characters released before the\n"
+        "halt; latency.\n\n"
+        "example:\n"
+        "  asl3 eval --data data/dev/inputs.jsonl data/dev/outputs.jsonl --json --report dev.html"))
+    e.add_argument("--data", nargs="+", required=True, metavar="FILE")
+    e.add_argument("--bundle", metavar="DIR")
+    e.add_argument("--json", action="store_true", help="print the full metrics as JSON")
+    e.add_argument("--report", metavar="FILE.html", help="also write an HTML report with plots")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
+    e.set_defaults(func=cmd_eval)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if not getattr(a, "command", None):
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        return int(a.func(a))
+    except Asl3Error as err:
+        sys.stderr.write(f"asl3: {err}\n")
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        sys.stderr.write("asl3: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

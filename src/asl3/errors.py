@@ -1,0 +1,19 @@
+"""Exceptions with messages meant for people: every one names what was wrong and where."""
+
+from __future__ import annotations
+
+
+class Asl3Error(Exception):
+    """Base class: the CLI prints these as a one-line reason and exits with code 2."""
+
+
+class ConstitutionError(Asl3Error):
+    """A constitution file is missing, unreadable, not YAML, or fails the schema."""
+
+
+class DatasetError(Asl3Error):
+    """A dataset file (JSONL) is missing, malformed, or has a row that fails the schema."""
+
+
+class BundleError(Asl3Error):
+    """A model bundle is missing, incomplete, or fails its SHA-256 manifest check."""

@@ -1,0 +1,104 @@
+"""The CLI: verdicts as JSON, exit 2 with a one-line reason for bad input, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ASL3 = [sys.executable, "-m", "asl3.cli"]
+
+
+def run(args, stdin: bytes | None = None, timeout: float = 120):
+    return subprocess.run([*ASL3, *args], input=stdin, capture_output=True, timeout=timeout)
+
+
+def test_check_prints_a_verdict():
+    p = run(["check", "What is the boiling point of water at sea level?"])
+    assert p.returncode == 0, p.stderr
+    v = json.loads(p.stdout)
+    assert set(v) >= {"blocked", "score", "category", "stage"} and v["stage"] == "input"
+
+
+@pytest.mark.parametrize("stdin", [b"", "caf\u00e9 ".encode() * 3])
+def test_check_reads_stdin(stdin):
+    p = run(["check", "-"], stdin=stdin)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["blocked"] in (True, False)
+
+
+def test_invalid_utf8_and_binary_stdin_give_a_clear_error():
+    for data in (b"\xff\xfe\xfa hello", bytes(range(256))):
+        p = run(["check", "-"], stdin=data)
+        assert p.returncode == 2
+        assert b"Traceback" not in p.stderr and p.stderr.count(b"\n") == 1
+
+
+def test_one_megabyte_input_gets_a_verdict():
+    p = run(["check", "-"], stdin=b"the quick brown fox " * 52_429)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["blocked"] is False
+
+
+def test_output_mode_reports_released_characters():
+    p = run(["check", "--output", "--prompt", "How do I boil an egg?",
+             "Put the egg in boiling water for eight minutes, then cool it."])
+    assert p.returncode == 0, p.stderr
+    v = json.loads(p.stdout)
+    assert v["stage"] == "output" and v["released_chars"] == v["total_chars"]
+
+
+def test_malformed_jsonl_for_eval_names_the_line(tmp_path):
+    f = tmp_path / "bad.jsonl"
+    f.write_text('{"text": "hi", "label": "harmless", "category": "other.everyday"}\n{oops\n')
+    p = run(["eval", "--data", str(f), "--quiet"])
+    assert p.returncode == 2 and b"bad.jsonl:2" in p.stderr and b"Traceback" not in p.stderr
+
+
+def test_eval_json_and_html_report(tmp_path):
+    f = tmp_path / "d.jsonl"
+    f.write_text('{"text": "How do vaccines work?", "label": "harmless", "category": "bio.education"}\n'
+                 '{"text": "Sure, boil it.", "kind": "output", "prompt": "egg?", "label": "harmless", "category": "other.everyday"}\n')
+    rep = tmp_path / "r.html"
+    p = run(["eval", "--data", str(f), "--json", "--quiet", "--report", str(rep)])
+    assert p.returncode == 0, p.stderr
+    s = json.loads(p.stdout)
+    assert s["input"]["harmless"]["n"] == 1 and "<svg" in rep.read_text()
+
+
+def test_train_with_a_constitution_missing_a_field_fails_cleanly(tmp_path):
+    c = tmp_path / "c.yaml"
+    c.write_text("name: x\nversion: 1\ncategories: []\n")
+    p = run(["train", "--constitution", str(c), "--out", str(tmp_path / "o"), "--quiet"])
+    assert p.returncode == 2 and b"c.yaml" in p.stderr and b"Traceback" not in p.stderr
+
+
+def test_tampered_bundle_is_refused_by_the_cli(tmp_path):
+    from asl3.guard import default_bundle_path
+
+    b = tmp_path / "b"
+    shutil.copytree(default_bundle_path(), b)
+    v = b / "vocab.json"
+    v.write_bytes(v.read_bytes().replace(b'"w|', b'"w!', 1))
+    p = run(["check", "--bundle", str(b), "hello"])
+    assert p.returncode == 2 and b"SHA-256 mismatch" in p.stderr
+
+
+def test_help_teaches_with_examples():
+    for cmd in ([], ["train"], ["check"], ["eval"]):
+        p = run([*cmd, "--help"])
+        assert p.returncode == 0 and b"example" in p.stdout
+
+
+def test_no_command_prints_help_and_exits_2():
+    p = run([])
+    assert p.returncode == 2
+
+
+def test_missing_bundle_dir_is_a_clear_error(tmp_path: Path):
+    p = run(["check", "--bundle", str(tmp_path / "none"), "hi"])
+    assert p.returncode == 2 and b"not a model bundle" in p.stderr
