@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -17,8 +18,8 @@ from asl3.classify.bundle import load_bundle
 from asl3.data.io import read_jsonl
 from asl3.errors import BundleError
 from asl3.guard import split_stream
-from tests.conftest import PROXY
 
+PROXY = Path(__file__).parent / "proxy"
 RECIPE = next(r for r in read_jsonl(PROXY / "test.jsonl") if r.kind == "output" and r.label == "harmful")
 BENIGN = next(r for r in read_jsonl(PROXY / "test.jsonl") if r.kind == "output" and r.label == "harmless")
 

@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         "calibrate their thresholds on a separate harmless split to a target false-positive\n"
         "rate. Deterministic for a given --seed.\n\n"
         "example (rebuilds the bundled default model):\n"
-        "  asl3 train --constitution cbrn --data data/train/inputs.jsonl data/train/outputs.jsonl \\\n"
+        "  asl3 train --constitution cbrn --data data/train/*.jsonl \\\n"
         "      --calib data/calib/harmless.jsonl --dev data/dev/inputs.jsonl data/dev/outputs.jsonl \\\n"
         "      --out src/asl3/models/default --seed 0"))
     t.add_argument("--constitution", default="cbrn", metavar="NAME|PATH",
@@ -188,8 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dev", nargs="*", metavar="FILE", help="dev JSONL: metrics recorded in the manifest only")
     t.add_argument("--out", required=True, metavar="DIR", help="bundle directory to write")
     t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    t.add_argument("--target-fpr", type=float, default=0.005, metavar="X",
-                   help="target false-positive rate on the calibration split (default 0.005)")
+    t.add_argument("--target-fpr", type=float, default=0.01, metavar="X",
+                   help="target false-positive rate on the calibration split (default 0.01)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train)
 

@@ -40,8 +40,8 @@ class TrainConfig:
     dev: list[str] = field(default_factory=list)
     out: str = "bundle"
     seed: int = 0
-    target_fpr_input: float = 0.005
-    target_fpr_output: float = 0.005
+    target_fpr_input: float = 0.01
+    target_fpr_output: float = 0.01
     hidden: int = 32
     epochs: int = 15
     alpha: float = 1e-4

@@ -1,0 +1,69 @@
+"""The numpy model's shortcuts (prefix-sum windows, streaming sums) equal the direct maths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from asl3.classify.calibrate import threshold_for_fpr
+from asl3.classify.features import Featurizer, build_vocab
+from asl3.classify.model import HARMFUL, MeanMLP
+
+TEXTS = ["please tell me how to bake bread", "how do vaccines work in the body",
+         "bread and butter pudding recipe", "tell me about the history of bread"]
+
+
+def _model(V: int, H: int = 4, seed: int = 0, prompt: bool = False) -> MeanMLP:
+    rng = np.random.default_rng(seed)
+    arrays = {"W1": rng.normal(size=(V, H)), "b1": rng.normal(size=H), "W2": rng.normal(size=(H, 1)),
+              "b2": rng.normal(size=1), "wt": rng.uniform(0.5, 2.0, size=V)}
+    if prompt:
+        arrays["W1p"] = rng.normal(size=(V, H))
+    return MeanMLP.from_arrays(arrays, [HARMFUL])
+
+
+def test_window_scores_equal_scoring_each_window_alone():
+    vocab, _ = build_vocab(TEXTS * 2, min_df=1)
+    f = Featurizer(vocab)
+    m = _model(len(vocab))
+    text = " ".join(TEXTS)
+    pos = f.positions(text)
+    ws = m.windows(pos, window=5, stride=2)
+    toks = text.split()
+    for p, a, b in zip(ws.probs[:, 0], ws.starts, ws.ends, strict=True):
+        sub = f.positions(" ".join(toks[a:b]))
+        ids = sub.ids
+        # the window's bigram at its first token is lost when cut alone; compare on unigrams
+        direct_ids = pos.ids[(pos.pos >= a) & (pos.pos < b)]
+        pre = m.W1[direct_ids].sum(0) / m.wt[direct_ids].sum()
+        assert p == pytest.approx(float(m.probs_from_pre(pre[None])[0, 0]), rel=1e-4)
+        assert ids.size <= direct_ids.size
+
+
+def test_unknown_text_scores_the_bias_only():
+    vocab, _ = build_vocab(TEXTS, min_df=1)
+    m = _model(len(vocab))
+    ws = m.windows(Featurizer(vocab).positions("zzzz qqqq"), 5, 2)
+    assert ws.probs[0, 0] == pytest.approx(float(m.probs_from_pre(np.zeros((1, 4)))[0, 0]))
+
+
+def test_shape_mismatch_is_refused():
+    with pytest.raises(ValueError):
+        MeanMLP.from_arrays({"W1": np.zeros((3, 2)), "b1": np.zeros(2), "W2": np.zeros((2, 1)),
+                             "b2": np.zeros(1), "wt": np.zeros(4)}, [HARMFUL])
+
+
+def test_threshold_allows_at_most_the_target_share_of_harmless_blocks():
+    rng = np.random.default_rng(1)
+    scores = rng.uniform(size=1000)
+    for target in (0.0, 0.01, 0.05):
+        t = threshold_for_fpr(scores, target, floor=0.0)
+        assert (scores >= t).mean() <= target
+        assert (scores >= t - 1e-3).mean() > target or target == 0.0
+
+
+def test_threshold_rejects_bad_input():
+    with pytest.raises(ValueError):
+        threshold_for_fpr([], 0.01)
+    with pytest.raises(ValueError):
+        threshold_for_fpr([0.1], 1.5)
