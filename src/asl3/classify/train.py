@@ -51,7 +51,7 @@ class TrainConfig:
     augment_per_row: int = 2
     windows: tuple[tuple[int, int], ...] = ((16, 4), (40, 10))  # (tokens, stride)
     holdback: int = 48
-    min_tokens: int = 6
+    min_tokens: int = 14
     min_df: int = 2
     max_features: int = 60_000
 
