@@ -1,6 +1,9 @@
 """Classifier cost benchmark: prints one JSON object.
 
-- check_input latency (p50/p99) on 1,000-character messages, one thread;
+- check_input latency (p50/p99) on 1,000-character messages, one thread: ordinary messages
+  (untransformed harmless dev rows, like most traffic), untransformed rows of both labels
+  (most such messages hold a harmful request and are blocked), and an adversarial mix (dev rows with encodings and wrappers, which
+  add decoded views to score);
 - streaming cost per fed token (amortized over whole responses, word-sized tokens);
 - time to score a 1 MB input (bounded-cost check).
 Usage: python bench/classifier.py [--bundle DIR] [--n 500]
@@ -49,15 +52,21 @@ def main() -> None:
     guard = Guard.load(a.bundle)
     rows = read_jsonl(ROOT / "data/dev/inputs.jsonl")
     outs = [r for r in read_jsonl(ROOT / "data/dev/outputs.jsonl")]
-    msgs = _messages(rows, a.n, 1000, rng)
-    for m in msgs[:20]:
-        guard.check_input(m)  # warm caches
-    lat = []
-    for m in msgs:
-        t = time.perf_counter()
-        guard.check_input(m)
-        lat.append((time.perf_counter() - t) * 1e3)
-    lat.sort()
+    plain = _messages([r for r in rows if not r.transform and r.label == "harmless"], a.n, 1000, rng)
+    plain_mixed = _messages([r for r in rows if not r.transform], a.n, 1000, rng)
+    mixed = _messages([r for r in rows if r.transform], a.n, 1000, rng)
+
+    def timed(msgs: list[str]) -> dict[str, float]:
+        for m in msgs[:20]:
+            guard.check_input(m)  # warm caches
+        lat = []
+        for m in msgs:
+            t = time.perf_counter()
+            guard.check_input(m)
+            lat.append((time.perf_counter() - t) * 1e3)
+        lat.sort()
+        return {"p50": round(statistics.median(lat), 4),
+                "p99": round(lat[int(0.99 * (len(lat) - 1))], 4), "n": len(lat)}
 
     tokens = 0
     t = time.perf_counter()
@@ -75,9 +84,9 @@ def main() -> None:
     big_s = time.perf_counter() - t
 
     print(json.dumps({
-        "check_input_1000_chars_ms": {"p50": round(statistics.median(lat), 4),
-                                      "p99": round(lat[int(0.99 * (len(lat) - 1))], 4),
-                                      "n": len(lat)},
+        "check_input_1000_chars_ms": timed(plain),
+        "check_input_1000_chars_with_harmful_ms": timed(plain_mixed),
+        "check_input_1000_chars_adversarial_ms": timed(mixed),
         "stream_us_per_token": round(stream_s * 1e6 / max(tokens, 1), 2),
         "stream_tokens": tokens,
         "check_input_1MB_s": round(big_s, 3),

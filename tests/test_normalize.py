@@ -524,3 +524,16 @@ def test_segments_reject_bad_parameters() -> None:
         iter_segments("abc", stride=0)  # raised at once, not on first iteration
     with pytest.raises(ValueError):
         segments("abc", size=10, stride=20)
+
+
+def test_word_order_reversal_gets_a_view():
+    from asl3.text.normalize import views as _views
+
+    vs = _views("Reverse this and answer it: home at bread sourdough bake i do how")
+    assert any(v.name == "reversed_words" and "how do i bake sourdough bread" in v.text for v in vs)
+
+
+def test_ordinary_sentences_ending_in_how_are_not_flipped_needlessly():
+    from asl3.text.normalize import views as _views
+
+    assert [v.name for v in _views("Please tell me how")] == ["canonical"]

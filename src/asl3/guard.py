@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from asl3.classify.bundle import Bundle, load_bundle
+from asl3.classify.features import Positions
 from asl3.classify.score import Scorer
 from asl3.classify.stream import OutputMonitor
 from asl3.errors import Asl3Error
@@ -123,11 +124,11 @@ class Guard:
         classes = self.bundle.category_model.classes
         return np.array([c in ex for c in classes], dtype=bool), ex
 
-    def _category(self, text: str) -> str | None:
+    def _category(self, text: str, pos: Positions | None = None) -> str | None:
         classes = self.bundle.category_model.classes
         if not classes:
             return None
-        return classes[int(self.scorer.categories(text).argmax())]
+        return classes[int(self.scorer.categories(text, pos).argmax())]
 
     def check_input(self, text: str | Sequence[Message], principal: Principal | None = None) -> Verdict:
         """Score a user message (or a whole chat) before it reaches the model."""
@@ -138,12 +139,12 @@ class Guard:
         score, exempted = s.score, ()
         mask, ex = self._exempt(principal)
         if mask is not None and score >= threshold:
-            keep = float(1.0 - self.scorer.categories(s.text)[mask].sum())
+            keep = float(1.0 - self.scorer.categories(s.text, s.pos)[mask].sum())
             score = s.score * keep
             if score < threshold:
                 exempted = ex
         blocked = score >= threshold
-        category = self._category(s.text) if blocked else None
+        category = self._category(s.text, s.pos) if blocked else None
         return Verdict(blocked, score, category, "input", threshold, s.view, exempted)
 
     def monitor_output(self, prompt: str | Sequence[Message] | None = None,

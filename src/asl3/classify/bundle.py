@@ -133,7 +133,7 @@ def load_bundle(path: str | Path, expect_digest: str | None = None) -> Bundle:
         raise
     except (KeyError, TypeError, ValueError) as e:
         raise BundleError(f"{d}: bundle is incomplete or inconsistent: {e!r}") from None
-    if any(x.W1.shape[0] != len(vocab) for x in (input_model, output_model, category_model)):
+    if any(x.vocab_size != len(vocab) for x in (input_model, output_model, category_model)):
         raise BundleError(f"{d}: weight shapes do not match the vocabulary")
     return Bundle(m, Featurizer(vocab), input_model, output_model, category_model, d, digest,
                   cats)

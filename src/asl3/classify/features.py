@@ -57,10 +57,15 @@ def text_features(text: str) -> Iterable[str]:
 
 @dataclass
 class Positions:
-    """Feature ids of a text, with the token position each id belongs to."""
+    """Feature ids of a text, grouped by token (CSR style).
+
+    Token ``i`` owns ``ids[offsets[i]:offsets[i + 1]]``; every token owns at least one id (a
+    token with no known feature owns the padding id ``len(vocab)``, whose row and weight are
+    zero), so per-token sums can use ``np.add.reduceat``.
+    """
 
     ids: np.ndarray  # int32, flat
-    pos: np.ndarray  # int32, token index of each id (non-decreasing)
+    offsets: np.ndarray  # int64, n_tokens + 1
     n_tokens: int
 
 
@@ -100,16 +105,20 @@ class Featurizer:
             prev = t
         return out
 
+    @property
+    def pad(self) -> int:
+        return len(self.vocab)
+
     def positions(self, text: str) -> Positions:
         per_tok = self.token_ids(tokens(text))
         flat: list[int] = []
-        pos: list[int] = []
-        for i, ids in enumerate(per_tok):
-            flat.extend(ids)
-            pos.extend([i] * len(ids))
-        return Positions(
-            np.asarray(flat, dtype=np.int32), np.asarray(pos, dtype=np.int32), len(per_tok)
-        )
+        offsets = [0]
+        pad = (self.pad,)
+        for ids in per_tok:
+            flat.extend(ids or pad)
+            offsets.append(len(flat))
+        return Positions(np.asarray(flat, dtype=np.int32), np.asarray(offsets, dtype=np.int64),
+                         len(per_tok))
 
 
 def build_vocab(texts: Iterable[str], min_df: int = 2, max_features: int = 200_000

@@ -15,7 +15,7 @@ Two heads over the same kind of features:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -52,12 +52,14 @@ class MeanMLP:
     """
 
     classes: list[str]
-    W1: np.ndarray  # (V, H) float32
+    W1: np.ndarray  # (V + 1, H) float32; the last row is the zero padding row
     b1: np.ndarray  # (H,)
     W2: np.ndarray  # (H, C)
     b2: np.ndarray  # (C,)
-    wt: np.ndarray  # (V,)
-    W1p: np.ndarray | None = None  # (V, H) prompt side (output score model only)
+    wt: np.ndarray  # (V + 1,), the padding weight is zero
+    W1p: np.ndarray | None = None  # (V + 1, H) prompt side (output score model only)
+    # per-word (row sum, weight) cache used by the streaming monitor
+    row_cache: dict[str, tuple[np.ndarray, float]] = field(default_factory=dict, repr=False)
 
     @property
     def hidden(self) -> int:
@@ -68,9 +70,11 @@ class MeanMLP:
         return self.classes == [HARMFUL]
 
     def arrays(self) -> dict[str, np.ndarray]:
-        out = {"W1": self.W1, "b1": self.b1, "W2": self.W2, "b2": self.b2, "wt": self.wt}
+        """The stored arrays (without the padding row)."""
+        out = {"W1": self.W1[:-1], "b1": self.b1, "W2": self.W2, "b2": self.b2,
+               "wt": self.wt[:-1]}
         if self.W1p is not None:
-            out["W1p"] = self.W1p
+            out["W1p"] = self.W1p[:-1]
         return out
 
     @classmethod
@@ -80,8 +84,15 @@ class MeanMLP:
             raise ValueError("layer shapes do not match each other or the class list")
         if f32["wt"].shape[0] != f32["W1"].shape[0]:
             raise ValueError("feature weights do not match the embedding rows")
-        return cls(list(classes), f32["W1"], f32["b1"], f32["W2"], f32["b2"], f32["wt"],
-                   f32.get("W1p"))
+        def pad(a: np.ndarray) -> np.ndarray:
+            return np.concatenate([a, np.zeros((1, *a.shape[1:]), dtype=np.float32)])
+
+        return cls(list(classes), pad(f32["W1"]), f32["b1"], f32["W2"], f32["b2"],
+                   pad(f32["wt"]), pad(f32["W1p"]) if "W1p" in f32 else None)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.W1.shape[0]) - 1
 
     # -- scoring ---------------------------------------------------------------------------
     def weight_sum(self, ids: np.ndarray) -> float:
@@ -105,10 +116,21 @@ class MeanMLP:
         z = h @ self.W2 + self.b2
         return sigmoid(z) if self.is_score else softmax(z)
 
-    def windows(self, pos: Positions, window: int, stride: int,
+    def token_sums(self, pos: Positions) -> tuple[np.ndarray, np.ndarray]:
+        """Per-token sums of (weighted) rows and of weights: shared by every window scale."""
+        if pos.n_tokens == 0:
+            return np.zeros((0, self.hidden), np.float32), np.zeros(0)
+        starts = pos.offsets[:-1]
+        return (np.add.reduceat(self.W1[pos.ids], starts, axis=0),
+                np.add.reduceat(self.wt[pos.ids].astype(np.float64), starts))
+
+    def windows(self, pos: Positions | tuple[np.ndarray, np.ndarray], window: int, stride: int,
                 prompt: np.ndarray | None = None) -> WindowScores:
-        """Outputs for the whole text and for token windows of it."""
-        n = pos.n_tokens
+        """Outputs for the whole text and for token windows of it.
+
+        ``pos`` may be the result of ``token_sums`` to share it between window scales."""
+        S, w = self.token_sums(pos) if isinstance(pos, Positions) else pos
+        n = S.shape[0]
         if n <= window:
             starts = np.array([0])
             ends = np.array([n])
@@ -119,14 +141,13 @@ class MeanMLP:
             starts = np.array([0, *s])
             ends = np.array([n, *[x + window for x in s]])
         H = self.hidden
-        if pos.ids.size:
-            rows = self.W1[pos.ids]
-            csum = np.vstack([np.zeros((1, H), dtype=np.float32), np.cumsum(rows, axis=0)])
-            wsum = np.concatenate([[0.0], np.cumsum(self.wt[pos.ids], dtype=np.float64)])
-            bounds = np.searchsorted(pos.pos, np.arange(n + 1), side="left")
-            a, b = bounds[starts], bounds[ends]
-            counts = np.maximum(wsum[b] - wsum[a], 1e-6)[:, None]
-            pre = ((csum[b] - csum[a]) / counts).astype(np.float32)
+        if n:
+            csum = np.zeros((n + 1, H), dtype=np.float32)
+            np.cumsum(S, axis=0, out=csum[1:])
+            wsum = np.zeros(n + 1)
+            np.cumsum(w, out=wsum[1:])
+            counts = np.maximum(wsum[ends] - wsum[starts], 1e-6)[:, None]
+            pre = ((csum[ends] - csum[starts]) / counts).astype(np.float32)
         else:
             pre = np.zeros((len(starts), H), dtype=np.float32)
         if prompt is not None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from asl3.classify.bundle import Bundle
+from asl3.classify.features import Positions
 from asl3.classify.model import MeanMLP
 from asl3.text.normalize import View, views
 
@@ -27,6 +28,7 @@ class Score:
     score: float
     view: str
     text: str
+    pos: Positions | None = None  # features of ``text``, reused to name the category
 
 
 def _chunks(text: str, size: int = CHUNK_CHARS, overlap: int = 2_000) -> list[str]:
@@ -57,10 +59,11 @@ class Scorer:
         for v in vs:
             for chunk in _chunks(v.text):
                 pos = self.feat.positions(chunk)
+                sums = model.token_sums(pos)
                 for window, stride in self.scales:
-                    s = float(model.windows(pos, window, stride, prompt).probs[:, 0].max())
+                    s = float(model.windows(sums, window, stride, prompt).probs[:, 0].max())
                     if best is None or s > best.score:
-                        best = Score(s, v.name, chunk)
+                        best = Score(s, v.name, chunk, pos)
                     if pos.n_tokens <= window:
                         break  # larger windows would all be the whole text again
         assert best is not None
@@ -80,8 +83,12 @@ class Scorer:
     def output(self, text: str, prompt_term: np.ndarray) -> Score:
         return self._best(self.bundle.output_model, views(text), prompt_term)
 
-    def categories(self, text: str) -> np.ndarray:
+    def output_views(self, vs: list[View], prompt_term: np.ndarray) -> Score:
+        return self._best(self.bundle.output_model, vs, prompt_term)
+
+    def categories(self, text: str, pos: Positions | None = None) -> np.ndarray:
         """Probabilities over the harmful categories for a (canonical) text."""
         model = self.bundle.category_model
-        pos = self.feat.positions(text[:CATEGORY_CHARS])
+        if pos is None:
+            pos = self.feat.positions(text[:CATEGORY_CHARS])
         return model.probs_from_pre(model.text_pre(pos))

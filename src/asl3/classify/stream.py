@@ -7,12 +7,14 @@ none of the ``holdback`` characters before it, ever reaches the client.
 
 Cost per fed token is O(1): each completed token adds its feature rows to a running sum (the
 whole-prefix mean) and to a sliding window (so a harmful passage late in a long response is
-not diluted). Every ``recheck`` characters the recent tail is also scored through all its
-canonical views, which catches encodings aimed at the output classifier.
+not diluted). Every ``recheck`` characters the recent tail is searched for encoded text
+(base64, ciphers, Morse...) and any decoded view is scored, which catches encodings aimed at
+the output classifier. ``finish`` scores the whole response through every view and window.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections import deque
 from collections.abc import Callable
@@ -21,11 +23,12 @@ import numpy as np
 
 from asl3.classify.features import bigram_feature
 from asl3.classify.score import Scorer
-from asl3.text.normalize import canonical
+from asl3.text.normalize import canonical, views
 
 _BOUNDARY = re.compile(r"[\W_](?=[^\W_]*\Z)", re.S)  # the last non-word character
 _TOKEN = re.compile(r"[^\W_]+")
 MAX_PENDING = 64  # a token longer than this (a blob) is processed without waiting for its end
+_ROW_CACHE_LIMIT = 100_000
 
 # make_verdict(score, view, blocked, text_for_category) -> the caller's verdict object
 MakeVerdict = Callable[[float, str, bool, str], object]
@@ -49,6 +52,10 @@ class OutputMonitor:
         self._prompt = canonical(prompt) if prompt else ""
         self._prompt_term = scorer.prompt_context(prompt)
         H = self._model.hidden
+        self._pre = np.zeros((2, H), dtype=np.float32)
+        self._bias = (self._prompt_term + self._model.b1).astype(np.float32)
+        self._w2 = self._model.W2[:, 0].copy()
+        self._b2 = float(self._model.b2[0])
         self._sum = np.zeros(H, dtype=np.float32)
         self._n = 0.0
         self._win: deque[tuple[np.ndarray, float]] = deque()
@@ -103,6 +110,19 @@ class OutputMonitor:
         q = self._scorer.categories(text)
         self._keep = float(1.0 - q[self._exempt].sum())
 
+    def _word_row(self, word: str) -> tuple[np.ndarray, float]:
+        """Summed weighted rows and weight of a word's own features, cached per word."""
+        cache = self._model.row_cache
+        got = cache.get(word)
+        if got is None:
+            ids = list(self._feat.word_ids(word))
+            got = ((self._model.W1[ids].sum(axis=0), float(self._model.wt[ids].sum())) if ids
+                   else (np.zeros(self._model.hidden, np.float32), 0.0))
+            if len(cache) >= _ROW_CACHE_LIMIT:
+                cache.clear()
+            cache[word] = got
+        return got
+
     def _add_tokens(self, text: str) -> None:
         toks = _TOKEN.findall(canonical(text))
         if not toks:
@@ -111,26 +131,23 @@ class OutputMonitor:
         W1 = self._model.W1
         wt = self._model.wt
         prev = self._prev_tok
+        win = self._win
         for t in toks:
-            ids = list(self._feat.word_ids(t))
+            row, k = self._word_row(t)
             if prev is not None:
                 b = index.get(bigram_feature(prev, t))
                 if b is not None:
-                    ids.append(b)
+                    row = row + W1[b]
+                    k += float(wt[b])
             prev = t
             self._tokens += 1
-            if ids:
-                row = W1[ids].sum(axis=0)
-                k = float(wt[ids].sum())
-            else:
-                row, k = np.zeros_like(self._sum), 0.0
             self._sum += row
             self._n += k
-            self._win.append((row, k))
+            win.append((row, k))
             self._win_sum += row
             self._win_n += k
-            if len(self._win) > self._window:
-                old, ok = self._win.popleft()
+            if len(win) > self._window:
+                old, ok = win.popleft()
                 self._win_sum -= old
                 self._win_n -= ok
         self._prev_tok = prev
@@ -138,9 +155,13 @@ class OutputMonitor:
     def _score_now(self) -> None:
         if self._tokens < self._min_tokens:
             return  # too little evidence yet; nothing is released this early anyway
-        pre = np.stack([self._sum / max(self._n, 1e-6), self._win_sum / max(self._win_n, 1e-6)])
-        p = self._model.probs_from_pre(pre + self._prompt_term)[:, 0]
-        self._consider(float(p.max()), "canonical")
+        pre = self._pre
+        np.multiply(self._sum, 1.0 / max(self._n, 1e-6), out=pre[0])
+        np.multiply(self._win_sum, 1.0 / max(self._win_n, 1e-6), out=pre[1])
+        pre += self._bias
+        np.maximum(pre, 0.0, out=pre)
+        z = float((pre @ self._w2).max()) + self._b2  # sigmoid is monotone: max logit first
+        self._consider(1.0 / (1.0 + math.exp(-min(max(z, -30.0), 30.0))), "canonical")
 
     def _consider(self, score: float, view: str) -> None:
         if self._exempt is not None and score * self._keep >= self._threshold:
@@ -156,9 +177,11 @@ class OutputMonitor:
             self._verdict = self._make(score, view, True, ctx)
 
     def _tail_check(self) -> None:
-        tail = self.text[-self._recheck_window :]
-        s = self._scorer.output(tail, self._prompt_term)
-        self._consider(s.score, s.view)
+        """Score the decoded views of the recent tail (the canonical text is scored per token)."""
+        vs = views(self.text[-self._recheck_window :])
+        if len(vs) > 1:
+            s = self._scorer.output_views(vs[1:], self._prompt_term)
+            self._consider(s.score, s.view)
 
     # -- API -------------------------------------------------------------------------------
     def feed(self, chunk: str) -> object:

@@ -1113,11 +1113,39 @@ def _decode_into(
         lines = [part for ln in lines for part in ln.split(": ")]
     for name, decoded in _decode_ciphers(lines):
         sink.add(prefix + name, decoded)
+    for ln in lines:
+        flipped = _word_order_reversed(ln)
+        if flipped is not None:
+            sink.add(prefix + "reversed_words", flipped)
 
     for pfx, payload in nested:
         if sink.full:
             break
         _decode_into(payload, *_fold_layout(payload), pfx, depth + 1, sink)
+
+
+# A request whose word order was reversed ends with the word it should start with.
+_OPENERS = frozenset(
+    ["how", "what", "where", "which", "why", "who", "can", "could", "would", "tell", "give", "explain", "describe", "list", "write", "show", "help", "please", "walk", "teach", "provide"]
+)
+_EDGE = "?.!,:;\"'()[]"
+
+
+def _word_order_reversed(line: str) -> str | None:
+    """``line`` with its word order reversed, when it reads like a reversed request.
+
+    Letter reversal is a cipher (handled above); word-order reversal keeps every word English,
+    so it is recognised by its shape instead: the last word is a request opener and the first
+    is not. Only short lines are tried."""
+    if len(line) > 400:
+        return None
+    words = line.split()
+    if len(words) < 4:
+        return None
+    last, first = words[-1].strip(_EDGE), words[0].strip(_EDGE)
+    if last not in _OPENERS or first in _OPENERS:
+        return None
+    return " ".join(reversed(words))
 
 
 def _fold_layout(text: str) -> tuple[str, str, bool]:
@@ -1133,7 +1161,8 @@ def views(text: str) -> list[View]:
     The first element is always ``View("canonical", canonical(text))``. Decoded views follow
     (at most :data:`MAX_DECODED_VIEWS`, each canonicalized, duplicates dropped): base64 and
     hex runs (embedded ones replaced in place, so the surrounding instruction stays), Morse
-    runs, leetspeak, word-segmented spaced letters, and reversal/ROT13/Caesar decodings of
+    runs, leetspeak, word-segmented spaced letters, word-order reversal (a line that ends
+    with a request opener such as "how"), and reversal/ROT13/Caesar decodings of
     lines that are not English (lines and the parts around ": " are judged separately, so an
     English instruction does not hide its encoded payload). A second layer found inside a
     base64 or hex payload is a view of that payload alone, named like ``base64+rot13``.
