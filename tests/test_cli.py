@@ -89,7 +89,7 @@ def test_tampered_bundle_is_refused_by_the_cli(tmp_path):
 
 
 def test_help_teaches_with_examples():
-    for cmd in ([], ["train"], ["check"], ["eval"]):
+    for cmd in ([], ["train"], ["check"], ["eval"], ["generate"]):
         p = run([*cmd, "--help"])
         assert p.returncode == 0 and b"example" in p.stdout
 

@@ -350,3 +350,43 @@ def test_parse_json_array_is_lenient() -> None:
     assert parse_json_array('Note [see below]: ["x", "y"] done') == ["x", "y"]
     assert parse_json_array('["oops", ') is None
     assert parse_json_array("no array here") is None
+
+
+# ---- the CLI on top ----------------------------------------------------------------------
+
+
+def test_cli_generate_offline_writes_a_valid_dataset(tmp_path) -> None:
+    from asl3.cli import main
+    from asl3.data.io import read_jsonl
+
+    y = tmp_path / "bread.yaml"
+    y.write_text(BREAD_YAML)
+    out = tmp_path / "d.jsonl"
+    assert main(["generate", "--constitution", str(y), "--out", str(out), "--per-category", "5",
+                 "--augment", "1"]) == 0
+    rows = read_jsonl(out)
+    assert {r.category for r in rows} >= {"bread.recipe", "bread.facts", "cake.facts"}
+    assert any(r.transform for r in rows) and any(r.kind == "output" for r in rows)
+
+
+def test_cli_generate_with_an_openai_compatible_endpoint(tmp_path, fake_llm) -> None:
+    from asl3.cli import main
+    from asl3.data.io import read_jsonl
+
+    url, fake = fake_llm
+    fake.reset()
+    y = tmp_path / "bread.yaml"
+    y.write_text(BREAD_YAML)
+    out = tmp_path / "llm.jsonl"
+    assert main(["generate", "--constitution", str(y), "--out", str(out), "--generator", "openai",
+                 "--base-url", url, "--model", "fake-1", "--per-category", "3",
+                 "--outputs-per-category", "2"]) == 0
+    rows = read_jsonl(out)
+    assert rows and all(r.source == "llm:fake-1" for r in rows)
+
+
+def test_cli_openai_generator_needs_url_and_model(tmp_path, capsys) -> None:
+    from asl3.cli import main
+
+    assert main(["generate", "--out", str(tmp_path / "x.jsonl"), "--generator", "openai"]) == 2
+    assert "--base-url" in capsys.readouterr().err

@@ -56,12 +56,60 @@ def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], Non
 
 
 # -- train ---------------------------------------------------------------------------------
+def _llm_options(a: argparse.Namespace) -> dict[str, Any]:
+    import os
+
+    if a.generator == "openai" and not (a.base_url and a.model):
+        raise UsageError("--generator openai needs --base-url URL and --model NAME")
+    key = os.environ.get(a.api_key_env) if a.api_key_env else None
+    if a.api_key_env and key is None:
+        raise UsageError(f"environment variable {a.api_key_env} is not set")
+    return {"generator": a.generator, "base_url": a.base_url, "model": a.model,
+            "api_key": key, "translate": tuple(a.translate or ())}
+
+
+def _add_llm_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("synthetic data source")
+    g.add_argument("--generator", choices=["offline", "openai"], default="offline",
+                   help="offline templates (default) or any OpenAI-compatible endpoint")
+    g.add_argument("--base-url", metavar="URL", help="API root, e.g. http://localhost:8000/v1")
+    g.add_argument("--model", metavar="NAME", help="model name at that endpoint")
+    g.add_argument("--api-key-env", metavar="VAR",
+                   help="read the API key from this environment variable (never a flag)")
+    g.add_argument("--translate", nargs="*", metavar="LANG",
+                   help="with --generator openai: also translate requests into these languages")
+
+
+def cmd_generate(a: argparse.Namespace) -> int:
+    from asl3 import constitution
+    from asl3.classify.train import TrainConfig, synthesize
+    from asl3.data.io import write_jsonl
+
+    const = constitution.load(a.constitution)
+    cfg = TrainConfig(constitution=a.constitution, seed=a.seed,
+                      per_category_inputs=a.per_category, per_category_outputs=a.outputs_per_category,
+                      **_llm_options(a))
+    rows = synthesize(cfg, const)
+    if a.augment:
+        import random
+
+        from asl3.data.augment import augment
+
+        rows += augment(rows, random.Random(a.seed), per_row=a.augment, kinds=("input", "output"))
+    n = write_jsonl(a.out, rows)
+    print(json.dumps({"out": a.out, "rows": n,
+                      "harmful": sum(r.label == "harmful" for r in rows),
+                      "harmless": sum(r.label == "harmless" for r in rows)}))
+    return 0
+
+
 def cmd_train(a: argparse.Namespace) -> int:
     from asl3.classify.train import TrainConfig, train
 
     cfg = TrainConfig(constitution=a.constitution, data=a.data or [], calib=a.calib or [],
                       dev=a.dev or [], out=a.out, seed=a.seed,
-                      target_fpr_input=a.target_fpr, target_fpr_output=a.target_fpr)
+                      target_fpr_input=a.target_fpr, target_fpr_output=a.target_fpr,
+                      **_llm_options(a))
     for f in [*cfg.data, *cfg.calib, *cfg.dev]:
         if not Path(f).is_file():
             raise UsageError(f"{f}: no such data file")
@@ -191,7 +239,26 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--target-fpr", type=float, default=0.01, metavar="X",
                    help="target false-positive rate on the calibration split (default 0.01)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_llm_arguments(t)
     t.set_defaults(func=cmd_train)
+
+    gn = sub.add_parser("generate", help="expand a constitution into a labelled JSONL dataset",
+                        formatter_class=_fmt, description=(
+        "Write synthetic rows (categories x phrasings x styles x lengths) for a constitution,\n"
+        "offline or with any OpenAI-compatible LLM, optionally with jailbreak-style augmentation.\n\n"
+        "examples:\n"
+        "  asl3 generate --constitution tests/proxy/bread.yaml --out bread.jsonl --augment 1\n"
+        "  asl3 generate --constitution cbrn --out llm.jsonl --generator openai \\\n"
+        "      --base-url http://localhost:8000/v1 --model my-model --translate fr de"))
+    gn.add_argument("--constitution", default="cbrn", metavar="NAME|PATH")
+    gn.add_argument("--out", required=True, metavar="FILE.jsonl")
+    gn.add_argument("--seed", type=int, default=0)
+    gn.add_argument("--per-category", type=int, default=60, metavar="N", help="inputs per category")
+    gn.add_argument("--outputs-per-category", type=int, default=16, metavar="N")
+    gn.add_argument("--augment", type=int, default=0, metavar="K",
+                    help="add K transformed copies of every row (encodings, wrappers, noise)")
+    _add_llm_arguments(gn)
+    gn.set_defaults(func=cmd_generate)
 
     c = sub.add_parser("check", help="classify one text and print the verdict as JSON",
                        formatter_class=_fmt, description=(

@@ -54,6 +54,12 @@ class TrainConfig:
     min_tokens: int = 14
     min_df: int = 2
     max_features: int = 60_000
+    # synthetic data source: "offline" templates, or "openai" (any OpenAI-compatible endpoint)
+    generator: str = "offline"
+    base_url: str | None = None
+    model: str | None = None
+    api_key: str | None = None
+    translate: tuple[str, ...] = ()  # languages for the LLM 'translation' transform
 
 
 def _noop(stage: str, done: int, total: int) -> None:
@@ -148,11 +154,31 @@ def _constant_category_model(cid: str, idf: np.ndarray) -> MeanMLP:
                                 "b2": np.zeros(1, np.float32), "wt": idf}, [cid])
 
 
+def synthesize(cfg: TrainConfig, const: constitution_mod.Constitution) -> list[Row]:
+    """Synthetic rows from the constitution, offline or from an OpenAI-compatible LLM."""
+    from asl3.data.generate import OfflineGenerator, OpenAIGenerator
+
+    if cfg.generator == "offline":
+        gen = OfflineGenerator(const, seed=cfg.seed)
+        return (gen.inputs(per_category=cfg.per_category_inputs)
+                + gen.outputs(per_category=cfg.per_category_outputs))
+    if cfg.generator != "openai":
+        raise DatasetError(f"unknown generator {cfg.generator!r}: use offline or openai")
+    if not cfg.base_url or not cfg.model:
+        raise DatasetError("the openai generator needs --base-url and --model")
+    with OpenAIGenerator(cfg.base_url, cfg.model, api_key=cfg.api_key, seed=cfg.seed) as llm:
+        rows = (llm.inputs(const, per_category=cfg.per_category_inputs)
+                + llm.outputs(const, per_category=cfg.per_category_outputs))
+        if cfg.translate:
+            rows += llm.translate([r for r in rows if r.kind == "input"], list(cfg.translate),
+                                  random.Random(cfg.seed))
+    return rows
+
+
 def build_training_rows(cfg: TrainConfig, const: constitution_mod.Constitution,
                         progress: Progress = _noop) -> list[Row]:
     """Seed files + offline generation + jailbreak-style augmentation (inputs and outputs)."""
     from asl3.data.augment import augment
-    from asl3.data.generate import OfflineGenerator
 
     known = {c.id for c in const.categories}
     rows: list[Row] = []
@@ -160,9 +186,7 @@ def build_training_rows(cfg: TrainConfig, const: constitution_mod.Constitution,
         got = read_jsonl(f)
         _check_categories(got, known, f)
         rows.extend(got)
-    gen = OfflineGenerator(const, seed=cfg.seed)
-    rows.extend(gen.inputs(per_category=cfg.per_category_inputs))
-    rows.extend(gen.outputs(per_category=cfg.per_category_outputs))
+    rows.extend(synthesize(cfg, const))
     progress("generate", 1, 1)
     rng = random.Random(cfg.seed)
     inputs = [r for r in rows if r.kind == "input"]
