@@ -199,6 +199,8 @@ def _print_table(s: dict[str, Any]) -> None:
         t.add_row(kind, "harmless (false positives)", *(str(k["harmless"][x]) for x in ("n", "blocked", "rate")))
         for fam, r in k["harmful_by_family"].items():
             t.add_row(kind, f"  harmful / family {fam}", str(r["n"]), str(r["blocked"]), str(r["rate"]))
+        for fam, r in k["harmless_by_family"].items():
+            t.add_row(kind, f"  harmless / family {fam}", str(r["n"]), str(r["blocked"]), str(r["rate"]))
         for src, r in k["harmless_by_source"].items():
             t.add_row(kind, f"  harmless / source {src}", str(r["n"]), str(r["blocked"]), str(r["rate"]))
         if kind == "output":
