@@ -52,15 +52,19 @@ class Scorer:
         # several window sizes: small ones find a short request inside a long wrapper
         self.scales = [(int(w), int(s)) for w, s in cfg["windows"]]
         self.window = max(w for w, _ in self.scales)  # the streaming monitor's window
+        # The output model is trained on response prefixes; its small-window scores are noisy
+        # (they halted harmless answers), so responses are judged at the stream's own scale.
+        self.output_scales = [(w, s) for w, s in self.scales if w >= self.window]
         self.feat = bundle.featurizer
 
-    def _best(self, model: MeanMLP, vs: list[View], prompt: np.ndarray | None = None) -> Score:
+    def _best(self, model: MeanMLP, vs: list[View], prompt: np.ndarray | None = None,
+              scales: list[tuple[int, int]] | None = None) -> Score:
         best: Score | None = None
         for v in vs:
             for chunk in _chunks(v.text):
                 pos = self.feat.positions(chunk)
                 sums = model.token_sums(pos)
-                for window, stride in self.scales:
+                for window, stride in scales or self.scales:
                     s = float(model.windows(sums, window, stride, prompt).probs[:, 0].max())
                     if best is None or s > best.score:
                         best = Score(s, v.name, chunk, pos)
@@ -81,10 +85,10 @@ class Scorer:
         return model.prompt_pre(self.feat.positions(v))
 
     def output(self, text: str, prompt_term: np.ndarray) -> Score:
-        return self._best(self.bundle.output_model, views(text), prompt_term)
+        return self.output_views(views(text), prompt_term)
 
     def output_views(self, vs: list[View], prompt_term: np.ndarray) -> Score:
-        return self._best(self.bundle.output_model, vs, prompt_term)
+        return self._best(self.bundle.output_model, vs, prompt_term, self.output_scales)
 
     def categories(self, text: str, pos: Positions | None = None) -> np.ndarray:
         """Probabilities over the harmful categories for a (canonical) text."""
