@@ -19,12 +19,15 @@ def guard():
 
 @pytest.fixture(scope="session")
 def proxy_bundle(tmp_path_factory) -> Path:
-    """Train a bundle on the bread proxy constitution with asl3's own training code."""
+    """Train a bundle on the bread proxy constitution with asl3's own training code.
+
+    Same settings as `asl3 train --constitution tests/proxy/bread.yaml --data
+    tests/proxy/train.jsonl --calib tests/proxy/calib.jsonl --target-fpr 0.05`: the acceptance
+    bar allows 5% false positives, so the threshold is calibrated to that rate."""
     from asl3.classify.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("proxy") / "bundle"
     train(TrainConfig(constitution=str(PROXY / "bread.yaml"), data=[str(PROXY / "train.jsonl")],
-                      calib=[str(PROXY / "calib.jsonl")], out=str(out), seed=0, epochs=15,
-                      per_category_inputs=40, per_category_outputs=12, target_fpr_input=0.02,
-                      target_fpr_output=0.02))
+                      calib=[str(PROXY / "calib.jsonl")], out=str(out), seed=0,
+                      target_fpr_input=0.05, target_fpr_output=0.05))
     return out
