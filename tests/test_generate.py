@@ -390,3 +390,11 @@ def test_cli_openai_generator_needs_url_and_model(tmp_path, capsys) -> None:
 
     assert main(["generate", "--out", str(tmp_path / "x.jsonl"), "--generator", "openai"]) == 2
     assert "--base-url" in capsys.readouterr().err
+
+
+def test_cli_translation_without_an_llm_is_refused(tmp_path, capsys) -> None:
+    from asl3.cli import main
+
+    assert main(["generate", "--out", str(tmp_path / "x.jsonl"), "--translate", "fr"]) == 2
+    assert "--translate needs an LLM" in capsys.readouterr().err
+    assert not (tmp_path / "x.jsonl").exists()

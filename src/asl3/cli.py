@@ -61,6 +61,8 @@ def _llm_options(a: argparse.Namespace) -> dict[str, Any]:
 
     if a.generator == "openai" and not (a.base_url and a.model):
         raise UsageError("--generator openai needs --base-url URL and --model NAME")
+    if a.translate and a.generator != "openai":
+        raise UsageError("--translate needs an LLM: add --generator openai --base-url --model")
     key = os.environ.get(a.api_key_env) if a.api_key_env else None
     if a.api_key_env and key is None:
         raise UsageError(f"environment variable {a.api_key_env} is not set")

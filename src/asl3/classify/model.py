@@ -95,20 +95,21 @@ class MeanMLP:
         return int(self.W1.shape[0]) - 1
 
     # -- scoring ---------------------------------------------------------------------------
-    def weight_sum(self, ids: np.ndarray) -> float:
-        return float(self.wt[ids].sum())
+    def _wmean(self, M: np.ndarray, pos: Positions) -> np.ndarray:
+        """Weighted mean of rows of ``M`` (rows pre-multiplied by weights) over a text."""
+        if pos.ids.size == 0:
+            return np.zeros(self.hidden, dtype=np.float32)
+        return M[pos.ids].sum(axis=0) / max(float(self.wt[pos.ids].sum()), 1e-6)
 
     def prompt_pre(self, pos: Positions | None) -> np.ndarray:
         """The prompt's contribution to the hidden pre-activation (zeros without a prompt)."""
-        if self.W1p is None or pos is None or pos.ids.size == 0:
+        if self.W1p is None or pos is None:
             return np.zeros(self.hidden, dtype=np.float32)
-        return self.W1p[pos.ids].sum(axis=0) / max(self.weight_sum(pos.ids), 1e-6)
+        return self._wmean(self.W1p, pos)
 
     def text_pre(self, pos: Positions) -> np.ndarray:
         """Hidden pre-activation of a whole text (no windows)."""
-        if pos.ids.size == 0:
-            return np.zeros(self.hidden, dtype=np.float32)
-        return self.W1[pos.ids].sum(axis=0) / max(self.weight_sum(pos.ids), 1e-6)
+        return self._wmean(self.W1, pos)
 
     def probs_from_pre(self, pre: np.ndarray) -> np.ndarray:
         """Outputs from hidden pre-activations (bias not yet added)."""

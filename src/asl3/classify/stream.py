@@ -9,7 +9,8 @@ Cost per fed token is O(1): each completed token adds its feature rows to a runn
 whole-prefix mean) and to a sliding window (so a harmful passage late in a long response is
 not diluted). Every ``recheck`` characters the recent tail is searched for encoded text
 (base64, ciphers, Morse...) and any decoded view is scored, which catches encodings aimed at
-the output classifier. ``finish`` scores the whole response through every view and window.
+the output classifier. ``finish`` scores the whole response through every view, at the
+stream's window scale.
 """
 
 from __future__ import annotations
