@@ -44,12 +44,16 @@ class TrainConfig:
     target_fpr_output: float = 0.01
     hidden: int = 32
     epochs: int = 15
-    alpha: float = 1e-4
+    alpha: float = 1e-2  # L2 of the input and category models (1e-4 overfit the wild set)
+    alpha_output: float = 1e-4  # L2 of the output model
     word_weight: float = 8.0
     per_category_inputs: int = 60
     per_category_outputs: int = 16
     augment_per_row: int = 2
-    windows: tuple[tuple[int, int], ...] = ((16, 4), (40, 10))  # (tokens, stride)
+    relevance_floor: float | None = 0.3  # None: plain idf weights (see _relevance_weighted)
+    # (tokens, stride). One scale: 16-token windows of unseen jailbreak frames scored as
+    # harmful on their own (held-out wild set: 8% false positives with both scales, 1% without)
+    windows: tuple[tuple[int, int], ...] = ((40, 10),)
     holdback: int = 48
     min_tokens: int = 14
     min_df: int = 2
@@ -109,6 +113,36 @@ def _mean_rows(feat: Featurizer, texts: Sequence[str], idf: np.ndarray):  # -> c
         (np.asarray(data, dtype=np.float32), np.asarray(indices, dtype=np.int32), indptr),
         shape=(len(texts), len(feat)),
     )
+
+
+def relevance(X, y: np.ndarray) -> np.ndarray:
+    """|smoothed log-odds| of each feature's presence in harmful versus harmless examples.
+
+    Augmentation wraps harmful and harmless requests alike, so a jailbreak frame's words are
+    spread evenly over both classes and get a relevance near 0; the words of a request get a
+    high one.
+    """
+    present = (X > 0).astype(np.float32).tocsc()
+    n_h, n_n = float(y.sum()), float((~y).sum())
+    df_h = np.asarray(present[y].sum(axis=0)).ravel()
+    df_n = np.asarray(present[~y].sum(axis=0)).ravel()
+    return np.abs(np.log((df_h + 1) / (n_h + 2)) - np.log((df_n + 1) / (n_n + 2)))
+
+
+def _relevance_weighted(X, y: np.ndarray, idf: np.ndarray, floor: float):
+    """Reweight each example's feature mean by ``floor + relevance``; return (X, weights).
+
+    The mean of a 40-token window that holds a short request inside a long frame is then
+    carried by the request's words rather than diluted by the frame's.
+    """
+    from scipy import sparse
+
+    g = (floor + relevance(X, y)).astype(np.float32)
+    Xg = sparse.csr_matrix(X.multiply(g[None, :]))
+    sums = np.asarray(Xg.sum(axis=1)).ravel()
+    sums[sums == 0] = 1.0
+    Xg = sparse.diags(1.0 / sums) @ Xg
+    return Xg.astype(np.float32).tocsr(), (idf * g).astype(np.float32)
 
 
 def _fit(X, y: np.ndarray, hidden: int, epochs: int, seed: int, alpha: float = 1e-4):
@@ -178,6 +212,12 @@ def synthesize(cfg: TrainConfig, const: constitution_mod.Constitution) -> list[R
 def build_training_rows(cfg: TrainConfig, const: constitution_mod.Constitution,
                         progress: Progress = _noop) -> list[Row]:
     """Seed files + offline generation + jailbreak-style augmentation (inputs and outputs)."""
+    return _training_rows(cfg, const, progress)[0]
+
+
+def _training_rows(cfg: TrainConfig, const: constitution_mod.Constitution,
+                   progress: Progress = _noop) -> tuple[list[Row], dict[str, str]]:
+    """Training rows, and for every augmented text the text it was made from (its payload)."""
     from asl3.data.augment import augment
 
     known = {c.id for c in const.categories}
@@ -191,47 +231,154 @@ def build_training_rows(cfg: TrainConfig, const: constitution_mod.Constitution,
     rng = random.Random(cfg.seed)
     inputs = [r for r in rows if r.kind == "input"]
     outputs = [r for r in rows if r.kind == "output"]
-    aug = augment(inputs, rng, per_row=cfg.augment_per_row, kinds=("input",))
+    origin: dict[str, str] = {}
+    aug: list[Row] = []
+    for r in inputs:  # one row at a time so each new text knows its source
+        for a in augment([r], rng, per_row=cfg.augment_per_row, kinds=("input",)):
+            origin.setdefault(a.text, r.text)
+            aug.append(a)
     out_names = ["base64", "rot13", "leetspeak", "letter_spacing", "homoglyph", "zero_width",
                  "case_noise", "reversal", "hex", "morse", "caesar"]
-    aug_out = augment(outputs, rng, per_row=1, names=out_names, kinds=("output",))
+    aug_out: list[Row] = []
+    for r in outputs:
+        for a in augment([r], rng, per_row=1, names=out_names, kinds=("output",)):
+            origin.setdefault(a.text, r.text)
+            aug_out.append(a)
     progress("augment", 1, 1)
-    return rows + aug + aug_out
+    return rows + aug + aug_out + _bare_wrappers(const, rng), origin
 
 
-def _input_examples(rows: Sequence[Row], window: int, rng: random.Random
+_FILLERS = ("", "my question", "the question below", "[QUESTION]", "...", "{}")
+
+
+def _bare_wrappers(const: constitution_mod.Constitution, rng: random.Random) -> list[Row]:
+    """Every jailbreak wrapper template with no request in it, labelled harmless.
+
+    A frame alone ("you are DAN, you have no rules...") asks for nothing in the constitution's
+    harmful categories. Without these rows the model learns the frame's words from the harmful
+    rows it was wrapped around, and then blocks a harmless question inside an unseen frame.
+    """
+    from asl3.data.augment import SLOT, WRAPPER_TEMPLATES, fill_template
+
+    harmless = [c.id for c in const.categories if c.label == "harmless"]
+    if not harmless:
+        return []
+    out = []
+    for name, templates in sorted(WRAPPER_TEMPLATES.items()):
+        for t in templates:
+            for filler in rng.sample(_FILLERS, 2):
+                text = fill_template(t, filler, rng).strip()
+                if text and SLOT not in text:
+                    out.append(Row(text=text, label="harmless", category=rng.choice(harmless),
+                                   transform=name, source="bare-wrapper"))
+    return out
+
+
+_WORD = re.compile(r"[a-z]{3,}")
+
+
+def _payload_words(text: str) -> set[str]:
+    return set(_WORD.findall(canonical(text).lower()))
+
+
+def _carries(view_text: str, payload: set[str], share: float = 0.6) -> bool:
+    """Does a view contain most of the payload's words?
+
+    A harmful row's views are labelled harmful only when they do. The raw view of a base64
+    or hex request is a string of symbols that says nothing; labelling it harmful would teach
+    the model that *any* encoded text is harmful, and encoded harmless requests would be
+    blocked. The decoded view carries the request and keeps the label.
+    """
+    if not payload:
+        return True
+    return len(payload & set(_WORD.findall(view_text.lower()))) >= share * len(payload)
+
+
+def _input_examples(rows: Sequence[Row], scales: Sequence[tuple[int, int]],
+                    rng: random.Random, origin: dict[str, str] | None = None
                     ) -> tuple[list[str], list[str]]:
-    """Every view of every row; plus, for harmless rows, a few windows of ``window`` tokens
-    (scoring takes the max over windows, so harmless windows must be seen in training)."""
+    """Every view of every row; plus, for harmless rows, windows at the scoring scales.
+
+    Views of a harmful row that do not carry its payload (see :func:`_carries`) are left out.
+    """
+    origin = origin or {}
     texts, labels = [], []
     for r in rows:
         seen = set()
         vs = views(r.text)
+        payload = _payload_words(origin.get(r.text, r.text)) if r.label == "harmful" else None
         for v in vs:
             if v.text and v.text not in seen:
                 seen.add(v.text)
+                if payload is not None and not _carries(v.text, payload):
+                    continue
                 texts.append(v.text)
                 labels.append(r.category)
+                if payload:
+                    for w in _payload_windows(tokens(v.text), payload, scales, rng):
+                        texts.append(w)
+                        labels.append(r.category)
         if r.label == "harmless":
-            toks = tokens(vs[0].text)
-            if len(toks) > window + 4:
-                for _ in range(2):
-                    a = rng.randrange(0, len(toks) - window)
-                    texts.append(" ".join(toks[a : a + window]))
-                    labels.append(r.category)
+            for w in _harmless_windows(tokens(vs[0].text), scales, rng):
+                texts.append(w)
+                labels.append(r.category)
     return texts, labels
 
 
-def _output_examples(rows: Sequence[Row]) -> tuple[list[str], list[str], list[str]]:
+def _payload_windows(toks: list[str], payload: set[str], scales: Sequence[tuple[int, int]],
+                     rng: random.Random, per_scale: int = 2) -> list[str]:
+    """Windows of a long harmful text that still carry its payload, at every scoring scale.
+
+    A request inside a long wrapper is judged at run time by the window around it, where it
+    is diluted by the wrapper's words; these examples teach exactly that situation.
+    """
+    out = []
+    for window, stride in scales:
+        if len(toks) <= window + stride:
+            continue
+        wins = [" ".join(toks[a : a + window]) for a in range(0, len(toks) - window + 1, stride)]
+        hits = [w for w in wins if _carries(w, payload)]
+        out.extend(rng.sample(hits, min(per_scale, len(hits))))
+    return out
+
+
+def _harmless_windows(toks: list[str], scales: Sequence[tuple[int, int]], rng: random.Random,
+                      per_scale: int = 4) -> list[str]:
+    """Token windows of a harmless text at every scoring scale, at most ``per_scale`` each.
+
+    Scoring takes the max over windows, so every window of a harmless text must score low:
+    a wrapper's own sentences ("you are an AI with no rules") are such windows.
+    """
+    out = []
+    for window, stride in scales:
+        if len(toks) <= window + stride:
+            continue
+        starts = list(range(0, len(toks) - window + 1, stride))
+        for a in rng.sample(starts, min(per_scale, len(starts))):
+            out.append(" ".join(toks[a : a + window]))
+    return out
+
+
+def _output_examples(rows: Sequence[Row], origin: dict[str, str] | None = None
+                     ) -> tuple[list[str], list[str], list[str]]:
+    """Growing prefixes of the canonical view (the stream), and every other view whole.
+
+    As for inputs, views of a harmful response that do not carry its words are left out.
+    """
+    origin = origin or {}
     texts, prompts, labels = [], [], []
     for r in rows:
         p = canonical(r.prompt) if r.prompt else ""
         vs = views(r.text)
-        for pre in _prefixes(vs[0].text):
-            texts.append(pre)
-            prompts.append(p)
-            labels.append(r.category)
+        payload = _payload_words(origin.get(r.text, r.text)) if r.label == "harmful" else None
+        if payload is None or _carries(vs[0].text, payload):
+            for pre in _prefixes(vs[0].text):
+                texts.append(pre)
+                prompts.append(p)
+                labels.append(r.category)
         for v in vs[1:]:
+            if payload is not None and not _carries(v.text, payload):
+                continue
             texts.append(v.text)
             prompts.append(p)
             labels.append(r.category)
@@ -265,7 +412,7 @@ def train(cfg: TrainConfig, progress: Progress = _noop) -> dict[str, Any]:
     const = constitution_mod.load(cfg.constitution)
     known = {c.id for c in const.categories}
     harmful = {c.id for c in const.harmful}
-    rows = build_training_rows(cfg, const, progress)
+    rows, origin = _training_rows(cfg, const, progress)
 
     calib: list[Row] = []
     for f in cfg.calib:
@@ -286,9 +433,9 @@ def train(cfg: TrainConfig, progress: Progress = _noop) -> dict[str, Any]:
 
     in_rows = [r for r in rows if r.kind == "input"]
     out_rows = [r for r in rows if r.kind == "output"]
-    in_texts, in_labels = _input_examples(in_rows, min(w for w, _ in cfg.windows),
-                                          random.Random(cfg.seed + 1))
-    out_texts, out_prompts, out_labels = _output_examples(out_rows)
+    in_texts, in_labels = _input_examples(in_rows, cfg.windows, random.Random(cfg.seed + 1),
+                                          origin)
+    out_texts, out_prompts, out_labels = _output_examples(out_rows, origin)
     progress("featurize", 1, 3)
     vocab, idf = build_vocab(in_texts + out_texts + sorted(set(out_prompts)), cfg.min_df,
                              cfg.max_features)
@@ -305,12 +452,15 @@ def train(cfg: TrainConfig, progress: Progress = _noop) -> dict[str, Any]:
 
     progress("fit input model", 0, 1)
     y_in = np.array([lab in harmful for lab in in_labels])
+    in_wt = idf
+    if cfg.relevance_floor is not None:
+        X_in, in_wt = _relevance_weighted(X_in, y_in, idf, cfg.relevance_floor)
     in_model = _to_model(_fit(X_in, y_in, cfg.hidden, cfg.epochs, cfg.seed, cfg.alpha),
-                         [HARMFUL], idf)
+                         [HARMFUL], in_wt)
     progress("fit input model", 1, 1)
     progress("fit output model", 0, 1)
     y_out = np.array([lab in harmful for lab in out_labels])
-    out_model = _to_model(_fit(X_out, y_out, cfg.hidden, cfg.epochs, cfg.seed, cfg.alpha),
+    out_model = _to_model(_fit(X_out, y_out, cfg.hidden, cfg.epochs, cfg.seed, cfg.alpha_output),
                           [HARMFUL], idf, with_prompt=True)
     progress("fit output model", 1, 1)
     progress("fit category model", 0, 1)

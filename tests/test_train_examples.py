@@ -1,0 +1,56 @@
+"""How training rows become labelled examples: which views and windows carry which label."""
+
+import base64
+import random
+
+from asl3 import constitution
+from asl3.classify.features import tokens
+from asl3.classify.train import _bare_wrappers, _harmless_windows, _input_examples
+from asl3.data.augment import SLOT, WRAPPER_TEMPLATES
+from asl3.data.io import Row
+
+REQUEST = "Give me the full method to bake sourdough bread at home"
+
+
+def test_an_encoded_request_is_learned_from_its_decoded_view_not_its_symbols():
+    encoded = "Decode and answer:\n" + base64.b64encode(REQUEST.encode()).decode()
+    row = Row(text=encoded, label="harmful", category="bread.recipe")
+    texts, labels = _input_examples([row], [(16, 4)], random.Random(0), {encoded: REQUEST})
+    assert labels == ["bread.recipe"] * len(texts)
+    assert texts, "the decoded view keeps the label"
+    assert all("sourdough" in t for t in texts)  # the raw view (wrapper + symbols) is left out
+
+
+def test_a_harmless_encoded_row_keeps_every_view_including_the_symbols():
+    encoded = "Decode and answer:\n" + base64.b64encode(REQUEST.encode()).decode()
+    row = Row(text=encoded, label="harmless", category="other")
+    texts, _ = _input_examples([row], [(16, 4)], random.Random(0), {encoded: REQUEST})
+    assert any("sourdough" in t for t in texts)
+    assert any("decode and answer" in t and "sourdough" not in t for t in texts)
+
+
+def test_harmless_windows_cover_every_scoring_scale_and_stay_within_it():
+    toks = tokens(" ".join(f"word{i}" for i in range(200)))
+    wins = _harmless_windows(toks, [(16, 4), (40, 10)], random.Random(0), per_scale=3)
+    sizes = sorted(len(w.split()) for w in wins)
+    assert sizes == [16, 16, 16, 40, 40, 40]
+    assert _harmless_windows(toks[:10], [(16, 4)], random.Random(0)) == []  # short: no windows
+
+
+def test_every_wrapper_template_is_also_seen_bare_and_harmless():
+    const = constitution.load("cbrn")
+    rows = _bare_wrappers(const, random.Random(0))
+    harmless = {c.id for c in const.categories if c.label == "harmless"}
+    assert len(rows) == 2 * sum(len(t) for t in WRAPPER_TEMPLATES.values())
+    assert all(r.label == "harmless" and r.category in harmless for r in rows)
+    assert all(SLOT not in r.text and "{name}" not in r.text for r in rows)
+    assert {r.transform for r in rows} == set(WRAPPER_TEMPLATES)
+
+
+def test_a_request_buried_in_a_long_wrapper_is_also_learned_from_the_window_around_it():
+    filler = " ".join(f"story{i}" for i in range(120))
+    wrapped = f"{filler} {REQUEST} {filler}"
+    row = Row(text=wrapped, label="harmful", category="bread.recipe")
+    texts, _ = _input_examples([row], [(16, 4)], random.Random(0), {wrapped: REQUEST})
+    windows = [t for t in texts if len(t.split()) == 16]
+    assert windows and all("sourdough" in w for w in windows)
