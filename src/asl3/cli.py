@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         "rate. Deterministic for a given --seed.\n\n"
         "example (rebuilds the bundled default model):\n"
         "  asl3 train --constitution cbrn --data data/train/*.jsonl \\\n"
-        "      --calib data/calib/harmless.jsonl --dev data/dev/inputs.jsonl data/dev/outputs.jsonl \\\n"
+        "      --calib data/calib/*.jsonl --dev data/dev/*.jsonl \\\n"
         "      --out src/asl3/models/default --seed 0"))
     t.add_argument("--constitution", default="cbrn", metavar="NAME|PATH",
                    help="bundled name (cbrn) or a YAML file (default: cbrn)")
