@@ -73,3 +73,17 @@ def test_threshold_rejects_bad_input():
         threshold_for_fpr([], 0.01)
     with pytest.raises(ValueError):
         threshold_for_fpr([0.1], 1.5)
+
+
+def test_positions_is_token_ids_flattened_with_padding_for_unknown_tokens():
+    from asl3.classify.features import tokens
+
+    vocab, _ = build_vocab(["bake the bread", "bake a cake", "the bread rises"], min_df=1)
+    feat = Featurizer(vocab)
+    for text in ["bake the bread", "zzzz bake qqqq the", "", "bread bread bread"]:
+        pos = feat.positions(text)
+        per_tok = feat.token_ids(tokens(text))
+        assert pos.n_tokens == len(per_tok)
+        for i, ids in enumerate(per_tok):
+            got = tuple(pos.ids[pos.offsets[i] : pos.offsets[i + 1]])
+            assert got == (ids or (feat.pad,))
