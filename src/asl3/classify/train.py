@@ -325,6 +325,19 @@ def _input_examples(rows: Sequence[Row], scales: Sequence[tuple[int, int]],
     return texts, labels
 
 
+def _windows_by_scale(toks: list[str], scales: Sequence[tuple[int, int]]
+                      ) -> list[list[str]]:
+    """Token windows at each scale, as scoring cuts them; none for texts a window covers."""
+    out = []
+    for window, stride in scales:
+        if len(toks) <= window + stride:
+            out.append([])
+            continue
+        out.append([" ".join(toks[a : a + window])
+                    for a in range(0, len(toks) - window + 1, stride)])
+    return out
+
+
 def _payload_windows(toks: list[str], payload: set[str], scales: Sequence[tuple[int, int]],
                      rng: random.Random, per_scale: int = 2) -> list[str]:
     """Windows of a long harmful text that still carry its payload, at every scoring scale.
@@ -333,10 +346,7 @@ def _payload_windows(toks: list[str], payload: set[str], scales: Sequence[tuple[
     is diluted by the wrapper's words; these examples teach exactly that situation.
     """
     out = []
-    for window, stride in scales:
-        if len(toks) <= window + stride:
-            continue
-        wins = [" ".join(toks[a : a + window]) for a in range(0, len(toks) - window + 1, stride)]
+    for wins in _windows_by_scale(toks, scales):
         hits = [w for w in wins if _carries(w, payload)]
         out.extend(rng.sample(hits, min(per_scale, len(hits))))
     return out
@@ -350,12 +360,8 @@ def _harmless_windows(toks: list[str], scales: Sequence[tuple[int, int]], rng: r
     a wrapper's own sentences ("you are an AI with no rules") are such windows.
     """
     out = []
-    for window, stride in scales:
-        if len(toks) <= window + stride:
-            continue
-        starts = list(range(0, len(toks) - window + 1, stride))
-        for a in rng.sample(starts, min(per_scale, len(starts))):
-            out.append(" ".join(toks[a : a + window]))
+    for wins in _windows_by_scale(toks, scales):
+        out.extend(rng.sample(wins, min(per_scale, len(wins))))
     return out
 
 
