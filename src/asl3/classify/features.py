@@ -18,6 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 
 TOKEN_RE = re.compile(r"[^\W_]+")
+# Where a sentence or clause ends: terminators (and closing quotes) before a space, the end
+# of a tag ("[/INST]", "<|im_end|>"), or a line break. Requests inside jailbreak frames are
+# nearly always a sentence of their own.
+SEGMENT_BREAK_RE = re.compile(r"[.!?;:]+[\"'\u201d\u2019)\]]*\s+|[>\]]+\s*|\n\s*")
 MAX_WORD = 24  # longer tokens (hashes, base64 blobs) only contribute their first characters
 CHAR_NS = (3, 4, 5)
 _CACHE_LIMIT = 200_000
@@ -44,6 +48,47 @@ def tokens(text: str) -> list[str]:
     return TOKEN_RE.findall(text)
 
 
+def token_segments(text: str) -> tuple[list[str], list[int]]:
+    """Tokens of a text and the token index where each sentence-like piece starts.
+
+    The same tokens as :func:`tokens`: the break characters are never part of a token.
+    """
+    toks: list[str] = []
+    starts: list[int] = []
+    for piece in SEGMENT_BREAK_RE.split(text):
+        got = TOKEN_RE.findall(piece)
+        if got:
+            starts.append(len(toks))
+            toks.extend(got)
+    return toks, starts
+
+
+def segment_spans(starts: Sequence[int], n_tokens: int, max_len: int, min_len: int
+                  ) -> list[tuple[int, int]]:
+    """Token spans of single sentences and of adjacent pairs, at most ``max_len`` tokens.
+
+    Pieces under ``min_len`` tokens ("Dr.", "QUERY:", a short aside) join the following one:
+    the mean of a few words is too noisy to judge alone. The whole text is left out (it is
+    scored anyway), so a one-sentence text has no spans.
+    """
+    bounds = [*starts, n_tokens]
+    pieces: list[list[int]] = []
+    a = None
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
+        a = lo if a is None else a
+        if hi - a >= min_len:
+            pieces.append([a, hi])
+            a = None
+    if a is not None and a < n_tokens:
+        if pieces:
+            pieces[-1][1] = n_tokens
+        else:
+            pieces.append([a, n_tokens])
+    spans = [(lo, hi) for lo, hi in pieces]
+    spans += [(pieces[i][0], pieces[i + 1][1]) for i in range(len(pieces) - 1)]
+    return [(lo, hi) for lo, hi in spans if hi - lo <= max_len and (lo, hi) != (0, n_tokens)]
+
+
 def text_features(text: str) -> Iterable[str]:
     """Every feature string of a text (used to build the vocabulary)."""
     toks = tokens(text)
@@ -67,6 +112,7 @@ class Positions:
     ids: np.ndarray  # int32, flat
     offsets: np.ndarray  # int64, n_tokens + 1
     n_tokens: int
+    segment_starts: tuple[int, ...] = ()  # first token of each sentence-like piece
 
 
 class Featurizer:
@@ -115,7 +161,7 @@ class Featurizer:
 
         Same result as flattening :meth:`token_ids`, with the word and bigram lookups cached.
         """
-        toks = tokens(text)
+        toks, starts = token_segments(text)
         words = self._word_cache
         bigrams = self._bigram_cache
         index = self.index
@@ -144,7 +190,7 @@ class Featurizer:
             offsets.append(len(flat))
             prev = t
         return Positions(np.asarray(flat, dtype=np.int32), np.asarray(offsets, dtype=np.int64),
-                         len(toks))
+                         len(toks), tuple(starts))
 
 
 def build_vocab(texts: Iterable[str], min_df: int = 2, max_features: int = 200_000

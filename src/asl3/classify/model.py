@@ -126,10 +126,12 @@ class MeanMLP:
                 np.add.reduceat(self.wt[pos.ids].astype(np.float64), starts))
 
     def windows(self, pos: Positions | tuple[np.ndarray, np.ndarray], window: int, stride: int,
-                prompt: np.ndarray | None = None) -> WindowScores:
-        """Outputs for the whole text and for token windows of it.
+                prompt: np.ndarray | None = None,
+                spans: Sequence[tuple[int, int]] = ()) -> WindowScores:
+        """Outputs for the whole text, for token windows of it, and for extra token spans.
 
-        ``pos`` may be the result of ``token_sums`` to share it between window scales."""
+        ``pos`` may be the result of ``token_sums`` to share it between window scales;
+        ``spans`` are (start, end) token ranges such as sentences."""
         S, w = self.token_sums(pos) if isinstance(pos, Positions) else pos
         n = S.shape[0]
         if n <= window:
@@ -141,6 +143,9 @@ class MeanMLP:
                 s.append(n - window)
             starts = np.array([0, *s])
             ends = np.array([n, *[x + window for x in s]])
+        if spans:
+            starts = np.concatenate([starts, [a for a, _ in spans]])
+            ends = np.concatenate([ends, [b for _, b in spans]])
         H = self.hidden
         if n:
             csum = np.zeros((n + 1, H), dtype=np.float32)

@@ -1,7 +1,8 @@
-"""Scoring a whole text: max over its canonical views and over token windows of each view.
+"""Scoring a whole text: max over its canonical views and over token windows and sentences.
 
 The max is what makes encodings and long wrappers fail: the decoded payload is a view of its
-own, and the window around a buried request scores as if the wrapper were not there. Long
+own, and the window or sentence around a buried request scores as if the wrapper were not
+there. Long
 texts are cut into overlapping chunks so memory stays bounded and a megabyte scores in about a
 second.
 """
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from asl3.classify.bundle import Bundle
-from asl3.classify.features import Positions
+from asl3.classify.features import Positions, segment_spans
 from asl3.classify.model import MeanMLP
 from asl3.text.normalize import View, views
 
@@ -56,16 +57,23 @@ class Scorer:
         # (they halted harmless answers), so responses are judged at the stream's own scale.
         self.output_scales = [(w, s) for w, s in self.scales if w >= self.window]
         self.feat = bundle.featurizer
+        # inputs are also scored sentence by sentence (bundles trained with segment examples)
+        self.segment_min = cfg.get("segment_min_tokens")
 
     def _best(self, model: MeanMLP, vs: list[View], prompt: np.ndarray | None = None,
-              scales: list[tuple[int, int]] | None = None) -> Score:
+              scales: list[tuple[int, int]] | None = None, segment_min: int | None = None
+              ) -> Score:
         best: Score | None = None
         for v in vs:
             for chunk in _chunks(v.text):
                 pos = self.feat.positions(chunk)
                 sums = model.token_sums(pos)
+                spans = (segment_spans(pos.segment_starts, pos.n_tokens, self.window,
+                                       segment_min) if segment_min else [])
                 for window, stride in scales or self.scales:
-                    s = float(model.windows(sums, window, stride, prompt).probs[:, 0].max())
+                    s = float(model.windows(sums, window, stride, prompt, spans)
+                              .probs[:, 0].max())
+                    spans = []  # scored once, with the first scale
                     if best is None or s > best.score:
                         best = Score(s, v.name, chunk, pos)
                     if pos.n_tokens <= window:
@@ -74,7 +82,8 @@ class Scorer:
         return best
 
     def input(self, text: str) -> Score:
-        return self._best(self.bundle.input_model, views(text))
+        return self._best(self.bundle.input_model, views(text),
+                          segment_min=self.segment_min)
 
     def prompt_context(self, prompt: str | None) -> np.ndarray:
         """The output model's prompt term, computed once per response."""

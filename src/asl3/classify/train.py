@@ -22,7 +22,13 @@ import numpy as np
 from asl3 import constitution as constitution_mod
 from asl3.classify.bundle import load_bundle, save_bundle
 from asl3.classify.calibrate import threshold_for_fpr
-from asl3.classify.features import Featurizer, build_vocab, tokens
+from asl3.classify.features import (
+    Featurizer,
+    build_vocab,
+    segment_spans,
+    token_segments,
+    tokens,
+)
 from asl3.classify.model import HARMFUL, MeanMLP
 from asl3.data.io import Row, read_jsonl, rows_sha256
 from asl3.errors import DatasetError
@@ -54,6 +60,9 @@ class TrainConfig:
     # (tokens, stride). One scale: 16-token windows of unseen jailbreak frames scored as
     # harmful on their own (held-out wild set: 8% false positives with both scales, 1% without)
     windows: tuple[tuple[int, int], ...] = ((40, 10),)
+    # Also score inputs sentence by sentence (and by adjacent pairs), and train on sentences;
+    # shorter sentences join the next one. None: windows only.
+    segment_min_tokens: int | None = 12
     holdback: int = 48
     min_tokens: int = 14
     min_df: int = 2
@@ -294,13 +303,23 @@ def _carries(view_text: str, payload: set[str], share: float = 0.6) -> bool:
     return len(payload & set(_WORD.findall(view_text.lower()))) >= share * len(payload)
 
 
+def _segments(text: str, max_len: int, min_len: int) -> list[str]:
+    """The sentence spans of a text that scoring sees (see ``segment_spans``), as texts."""
+    toks, starts = token_segments(text)
+    return [" ".join(toks[a:b]) for a, b in segment_spans(starts, len(toks), max_len, min_len)]
+
+
 def _input_examples(rows: Sequence[Row], scales: Sequence[tuple[int, int]],
-                    rng: random.Random, origin: dict[str, str] | None = None
-                    ) -> tuple[list[str], list[str]]:
+                    rng: random.Random, origin: dict[str, str] | None = None,
+                    segment_min: int | None = None) -> tuple[list[str], list[str]]:
     """Every view of every row; plus, for harmless rows, windows at the scoring scales.
 
     Views of a harmful row that do not carry its payload (see :func:`_carries`) are left out.
+    With ``segment_min``, sentences are examples too: a harmful row's sentences that carry its
+    payload (the request inside a frame) and a harmless row's sentences (a frame's own
+    sentences, which must score low when judged alone).
     """
+    max_len = max(w for w, _ in scales)
     origin = origin or {}
     texts, labels = [], []
     for r in rows:
@@ -315,11 +334,20 @@ def _input_examples(rows: Sequence[Row], scales: Sequence[tuple[int, int]],
                 texts.append(v.text)
                 labels.append(r.category)
                 if payload:
-                    for w in _payload_windows(tokens(v.text), payload, scales, rng):
+                    extra = _payload_windows(tokens(v.text), payload, scales, rng)
+                    if segment_min:
+                        hits = [s for s in _segments(v.text, max_len, segment_min)
+                                if _carries(s, payload)]
+                        extra += rng.sample(hits, min(2, len(hits)))
+                    for w in extra:
                         texts.append(w)
                         labels.append(r.category)
         if r.label == "harmless":
-            for w in _harmless_windows(tokens(vs[0].text), scales, rng):
+            extra = _harmless_windows(tokens(vs[0].text), scales, rng)
+            if segment_min:
+                segs = _segments(vs[0].text, max_len, segment_min)
+                extra += rng.sample(segs, min(4, len(segs)))
+            for w in extra:
                 texts.append(w)
                 labels.append(r.category)
     return texts, labels
@@ -440,7 +468,7 @@ def train(cfg: TrainConfig, progress: Progress = _noop) -> dict[str, Any]:
     in_rows = [r for r in rows if r.kind == "input"]
     out_rows = [r for r in rows if r.kind == "output"]
     in_texts, in_labels = _input_examples(in_rows, cfg.windows, random.Random(cfg.seed + 1),
-                                          origin)
+                                          origin, cfg.segment_min_tokens)
     out_texts, out_prompts, out_labels = _output_examples(out_rows, origin)
     progress("featurize", 1, 3)
     vocab, idf = build_vocab(in_texts + out_texts + sorted(set(out_prompts)), cfg.min_df,
@@ -497,7 +525,8 @@ def train(cfg: TrainConfig, progress: Progress = _noop) -> dict[str, Any]:
                     "word_weight": cfg.word_weight,
                     "features": "word 1-2-grams + char 3-5-grams over canonical views"}],
         "thresholds": {"input": 0.5, "output": 0.5},
-        "config": {"windows": [list(w) for w in cfg.windows], "holdback": cfg.holdback,
+        "config": {"windows": [list(w) for w in cfg.windows],
+                   "segment_min_tokens": cfg.segment_min_tokens, "holdback": cfg.holdback,
                    "min_tokens": cfg.min_tokens,
                    "target_fpr": {"input": cfg.target_fpr_input, "output": cfg.target_fpr_output},
                    "seed": cfg.seed},
