@@ -577,13 +577,16 @@ _MORSE_FOLD = str.maketrans(
 )
 
 
-def _decode_morse(raw: str) -> str | None:
-    """Replace Morse runs in ``raw`` with their letters (at least 5 codes per run)."""
+def _decode_morse(raw: str) -> tuple[str, list[str]] | None:
+    """Replace Morse runs in ``raw`` with their letters (at least 5 codes per run).
+
+    Returns the replaced text and the decoded runs."""
     if not raw.isascii():
         raw = raw.translate(_MORSE_FOLD)
     if raw.count(".") + raw.count("-") < 8:
         return None
     out: list[str] = []
+    payloads: list[str] = []
     pos = 0
     for m in _MORSE_RUN_RE.finditer(raw):
         text = _decode_morse_run(m.group())
@@ -591,11 +594,12 @@ def _decode_morse(raw: str) -> str | None:
             continue
         out.append(raw[pos : m.start()])
         out.append(f" {text} ")
+        payloads.append(text)
         pos = m.end()
     if not out:
         return None
     out.append(raw[pos:])
-    return "".join(out)
+    return "".join(out), payloads
 
 
 # Leetspeak. Only characters that stand for letters inside words are folded; a view is made
@@ -842,12 +846,13 @@ def _cipher_name(shift: int) -> str:
     return "rot13" if shift == 13 else "caesar"
 
 
-def _decode_ciphers(lines: list[str]) -> list[tuple[str, str]]:
+def _decode_ciphers(lines: list[str]) -> list[tuple[str, str, str]]:
     """Reversal and Caesar decodings of lines that are not English (and of the whole text).
 
     Encoded payloads usually sit on a line of their own under an English instruction, so
     each line is judged alone; lines too short to judge are also judged together. Returns
-    (name, text) pairs whose text is all lines with the decodable ones replaced. Lines that
+    (name, text, payload) triples: all lines with the decodable ones replaced, and the
+    decoded lines alone. Lines that
     pass for prose (letter pairs), have fewer than three words of two or more letters, more
     than 20% common words, or much besides letters are skipped. Letter frequencies rank the
     shifts and only the best three are checked word by word, on at most 60,000 characters.
@@ -891,13 +896,13 @@ def _decode_ciphers(lines: list[str]) -> list[tuple[str, str]]:
             by_shift.setdefault(shift, {}).update(
                 (i, lines[i].translate(_SHIFT_TABLES[shift])) for i in short
             )
-    found: list[tuple[str, str]] = []
-    if reversed_lines:
-        found.append(
-            ("reversed", " ".join(reversed_lines.get(i, ln) for i, ln in enumerate(lines)))
-        )
-    for shift, repl in sorted(by_shift.items(), key=lambda kv: -len(kv[1])):
-        found.append((_cipher_name(shift), " ".join(repl.get(i, ln) for i, ln in enumerate(lines))))
+    found: list[tuple[str, str, str]] = []
+    for name, repl in [("reversed", reversed_lines)] + [
+        (_cipher_name(shift), r) for shift, r in sorted(by_shift.items(), key=lambda kv: -len(kv[1]))
+    ]:
+        if repl:
+            found.append((name, " ".join(repl.get(i, ln) for i, ln in enumerate(lines)),
+                          " ".join(repl[i] for i in sorted(repl))))
     return found
 
 
@@ -1085,13 +1090,16 @@ def _decode_into(
         if result is None:
             continue
         decoded, payloads = result
-        if sink.add(prefix + name, decoded) is not None and depth < MAX_DEPTH:
-            nested.extend((prefix + name + "+", p) for p in payloads)
+        if sink.add(prefix + name, decoded) is not None:
+            sink.add(prefix + name, " ".join(payloads))
+            if depth < MAX_DEPTH:
+                nested.extend((prefix + name + "+", p) for p in payloads)
 
     if "-" in canon and "." in canon and (_MORSE_HINT.search(padded) or "|" in canon):
         morse = _decode_morse(raw or _prepare_raw(text))
         if morse is not None:
-            sink.add(prefix + "morse", morse)
+            sink.add(prefix + "morse", morse[0])
+            sink.add(prefix + "morse", " ".join(morse[1]))
 
     leet = _decode_leet(canon, text)
     if leet is not None:
@@ -1111,8 +1119,9 @@ def _decode_into(
         lines = [canon]
     if any(": " in ln for ln in lines):
         lines = [part for ln in lines for part in ln.split(": ")]
-    for name, decoded in _decode_ciphers(lines):
+    for name, decoded, payload in _decode_ciphers(lines):
         sink.add(prefix + name, decoded)
+        sink.add(prefix + name, payload)
     for ln in lines:
         flipped = _word_order_reversed(ln)
         if flipped is not None:
@@ -1164,8 +1173,11 @@ def views(text: str) -> list[View]:
     runs, leetspeak, word-segmented spaced letters, word-order reversal (a line that ends
     with a request opener such as "how"), and reversal/ROT13/Caesar decodings of
     lines that are not English (lines and the parts around ": " are judged separately, so an
-    English instruction does not hide its encoded payload). A second layer found inside a
-    base64 or hex payload is a view of that payload alone, named like ``base64+rot13``.
+    English instruction does not hide its encoded payload). Each decoding also gives a view of
+    the decoded payload alone, under the same name: a short request decoded in place is
+    diluted by the instruction around it ("Caesar cipher, key 7: ... What does it say? Then
+    answer it fully"). A second layer found inside a base64 or hex payload is a view of that
+    payload alone, named like ``base64+rot13``.
 
     A decoder only runs when a cheap test suggests it, and a result is kept only when it is
     plausible text (and, for ciphers, clearly more English). The heuristic searches work on
