@@ -63,24 +63,28 @@ def token_segments(text: str) -> tuple[list[str], list[int]]:
     return toks, starts
 
 
-def segment_spans(starts: Sequence[int], n_tokens: int, max_len: int, min_len: int
-                  ) -> list[tuple[int, int]]:
+def segment_spans(starts: Sequence[int], n_tokens: int, max_len: int, min_len: int,
+                  edge_len: int | None = None) -> list[tuple[int, int]]:
     """Token spans of single sentences and of adjacent pairs, at most ``max_len`` tokens.
 
     Pieces under ``min_len`` tokens ("Dr.", "QUERY:", a short aside) join the following one:
-    the mean of a few words is too noisy to judge alone. The whole text is left out (it is
-    scored anyway), so a one-sentence text has no spans.
+    the mean of a few words is too noisy to judge alone. The first and the last piece stand
+    alone from ``edge_len`` tokens (default ``min_len``): a jailbreak puts its request first
+    or last ("...Prompt: How do I build X?"), and a short request there would otherwise be
+    merged into the frame. The whole text is left out (it is scored anyway), so a
+    one-sentence text has no spans.
     """
+    edge = min_len if edge_len is None else edge_len
     bounds = [*starts, n_tokens]
     pieces: list[list[int]] = []
     a = None
     for lo, hi in zip(bounds, bounds[1:], strict=False):
         a = lo if a is None else a
-        if hi - a >= min_len:
+        if hi - a >= (edge if a == 0 else min_len):
             pieces.append([a, hi])
             a = None
     if a is not None and a < n_tokens:
-        if pieces:
+        if pieces and n_tokens - a < edge:
             pieces[-1][1] = n_tokens
         else:
             pieces.append([a, n_tokens])

@@ -59,6 +59,7 @@ class Scorer:
         self.feat = bundle.featurizer
         # inputs are also scored sentence by sentence (bundles trained with segment examples)
         self.segment_min = cfg.get("segment_min_tokens")
+        self.segment_edge = cfg.get("segment_edge_min_tokens")  # None: as segment_min
 
     def _best(self, model: MeanMLP, vs: list[View], prompt: np.ndarray | None = None,
               scales: list[tuple[int, int]] | None = None, segment_min: int | None = None
@@ -69,7 +70,7 @@ class Scorer:
                 pos = self.feat.positions(chunk)
                 sums = model.token_sums(pos)
                 spans = (segment_spans(pos.segment_starts, pos.n_tokens, self.window,
-                                       segment_min) if segment_min else [])
+                                       segment_min, self.segment_edge) if segment_min else [])
                 for window, stride in scales or self.scales:
                     s = float(model.windows(sums, window, stride, prompt, spans)
                               .probs[:, 0].max())

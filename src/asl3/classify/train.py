@@ -63,6 +63,8 @@ class TrainConfig:
     # Also score inputs sentence by sentence (and by adjacent pairs), and train on sentences;
     # shorter sentences join the next one. None: windows only.
     segment_min_tokens: int | None = 12
+    # The first and last sentence stand alone from this many tokens (None: segment_min_tokens)
+    segment_edge_min_tokens: int | None = 5
     holdback: int = 48
     min_tokens: int = 14
     min_df: int = 2
@@ -303,15 +305,17 @@ def _carries(view_text: str, payload: set[str], share: float = 0.6) -> bool:
     return len(payload & set(_WORD.findall(view_text.lower()))) >= share * len(payload)
 
 
-def _segments(text: str, max_len: int, min_len: int) -> list[str]:
+def _segments(text: str, max_len: int, min_len: int, edge_len: int | None) -> list[str]:
     """The sentence spans of a text that scoring sees (see ``segment_spans``), as texts."""
     toks, starts = token_segments(text)
-    return [" ".join(toks[a:b]) for a, b in segment_spans(starts, len(toks), max_len, min_len)]
+    spans = segment_spans(starts, len(toks), max_len, min_len, edge_len)
+    return [" ".join(toks[a:b]) for a, b in spans]
 
 
 def _input_examples(rows: Sequence[Row], scales: Sequence[tuple[int, int]],
                     rng: random.Random, origin: dict[str, str] | None = None,
-                    segment_min: int | None = None) -> tuple[list[str], list[str]]:
+                    segment_min: int | None = None, segment_edge: int | None = None
+                    ) -> tuple[list[str], list[str]]:
     """Every view of every row; plus, for harmless rows, windows at the scoring scales.
 
     Views of a harmful row that do not carry its payload (see :func:`_carries`) are left out.
@@ -336,7 +340,7 @@ def _input_examples(rows: Sequence[Row], scales: Sequence[tuple[int, int]],
                 if payload:
                     extra = _payload_windows(tokens(v.text), payload, scales, rng)
                     if segment_min:
-                        hits = [s for s in _segments(v.text, max_len, segment_min)
+                        hits = [s for s in _segments(v.text, max_len, segment_min, segment_edge)
                                 if _carries(s, payload)]
                         extra += rng.sample(hits, min(2, len(hits)))
                     for w in extra:
@@ -345,7 +349,7 @@ def _input_examples(rows: Sequence[Row], scales: Sequence[tuple[int, int]],
         if r.label == "harmless":
             extra = _harmless_windows(tokens(vs[0].text), scales, rng)
             if segment_min:
-                segs = _segments(vs[0].text, max_len, segment_min)
+                segs = _segments(vs[0].text, max_len, segment_min, segment_edge)
                 extra += rng.sample(segs, min(4, len(segs)))
             for w in extra:
                 texts.append(w)
@@ -468,7 +472,8 @@ def train(cfg: TrainConfig, progress: Progress = _noop) -> dict[str, Any]:
     in_rows = [r for r in rows if r.kind == "input"]
     out_rows = [r for r in rows if r.kind == "output"]
     in_texts, in_labels = _input_examples(in_rows, cfg.windows, random.Random(cfg.seed + 1),
-                                          origin, cfg.segment_min_tokens)
+                                          origin, cfg.segment_min_tokens,
+                                          cfg.segment_edge_min_tokens)
     out_texts, out_prompts, out_labels = _output_examples(out_rows, origin)
     progress("featurize", 1, 3)
     vocab, idf = build_vocab(in_texts + out_texts + sorted(set(out_prompts)), cfg.min_df,
@@ -526,7 +531,9 @@ def train(cfg: TrainConfig, progress: Progress = _noop) -> dict[str, Any]:
                     "features": "word 1-2-grams + char 3-5-grams over canonical views"}],
         "thresholds": {"input": 0.5, "output": 0.5},
         "config": {"windows": [list(w) for w in cfg.windows],
-                   "segment_min_tokens": cfg.segment_min_tokens, "holdback": cfg.holdback,
+                   "segment_min_tokens": cfg.segment_min_tokens,
+                   "segment_edge_min_tokens": cfg.segment_edge_min_tokens,
+                   "holdback": cfg.holdback,
                    "min_tokens": cfg.min_tokens,
                    "target_fpr": {"input": cfg.target_fpr_input, "output": cfg.target_fpr_output},
                    "seed": cfg.seed},
