@@ -2,9 +2,8 @@
 
 The max is what makes encodings and long wrappers fail: the decoded payload is a view of its
 own, and the window or sentence around a buried request scores as if the wrapper were not
-there. Long
-texts are cut into overlapping chunks so memory stays bounded and a megabyte scores in about a
-second.
+there. Long texts are cut into overlapping chunks so memory stays bounded and a megabyte
+scores in about a second.
 """
 
 from __future__ import annotations
@@ -62,15 +61,15 @@ class Scorer:
         self.segment_edge = cfg.get("segment_edge_min_tokens")  # None: as segment_min
 
     def _best(self, model: MeanMLP, vs: list[View], prompt: np.ndarray | None = None,
-              scales: list[tuple[int, int]] | None = None, segment_min: int | None = None
-              ) -> Score:
+              scales: list[tuple[int, int]] | None = None, sentences: bool = False) -> Score:
         best: Score | None = None
         for v in vs:
             for chunk in _chunks(v.text):
                 pos = self.feat.positions(chunk)
                 sums = model.token_sums(pos)
                 spans = (segment_spans(pos.segment_starts, pos.n_tokens, self.window,
-                                       segment_min, self.segment_edge) if segment_min else [])
+                                       self.segment_min, self.segment_edge)
+                         if sentences and self.segment_min else [])
                 for window, stride in scales or self.scales:
                     s = float(model.windows(sums, window, stride, prompt, spans)
                               .probs[:, 0].max())
@@ -83,8 +82,7 @@ class Scorer:
         return best
 
     def input(self, text: str) -> Score:
-        return self._best(self.bundle.input_model, views(text),
-                          segment_min=self.segment_min)
+        return self._best(self.bundle.input_model, views(text), sentences=True)
 
     def prompt_context(self, prompt: str | None) -> np.ndarray:
         """The output model's prompt term, computed once per response."""

@@ -305,9 +305,9 @@ def _carries(view_text: str, payload: set[str], share: float = 0.6) -> bool:
     return len(payload & set(_WORD.findall(view_text.lower()))) >= share * len(payload)
 
 
-def _segments(text: str, max_len: int, min_len: int, edge_len: int | None) -> list[str]:
-    """The sentence spans of a text that scoring sees (see ``segment_spans``), as texts."""
-    toks, starts = token_segments(text)
+def _segments(toks: list[str], starts: list[int], max_len: int, min_len: int,
+              edge_len: int | None) -> list[str]:
+    """The sentence spans that scoring sees (see ``segment_spans``), as texts."""
     spans = segment_spans(starts, len(toks), max_len, min_len, edge_len)
     return [" ".join(toks[a:b]) for a, b in spans]
 
@@ -338,18 +338,21 @@ def _input_examples(rows: Sequence[Row], scales: Sequence[tuple[int, int]],
                 texts.append(v.text)
                 labels.append(r.category)
                 if payload:
-                    extra = _payload_windows(tokens(v.text), payload, scales, rng)
+                    toks, starts = token_segments(v.text)
+                    extra = _payload_windows(toks, payload, scales, rng)
                     if segment_min:
-                        hits = [s for s in _segments(v.text, max_len, segment_min, segment_edge)
+                        hits = [s for s in _segments(toks, starts, max_len, segment_min,
+                                                     segment_edge)
                                 if _carries(s, payload)]
                         extra += rng.sample(hits, min(2, len(hits)))
                     for w in extra:
                         texts.append(w)
                         labels.append(r.category)
         if r.label == "harmless":
-            extra = _harmless_windows(tokens(vs[0].text), scales, rng)
+            toks, starts = token_segments(vs[0].text)
+            extra = _harmless_windows(toks, scales, rng)
             if segment_min:
-                segs = _segments(vs[0].text, max_len, segment_min, segment_edge)
+                segs = _segments(toks, starts, max_len, segment_min, segment_edge)
                 extra += rng.sample(segs, min(4, len(segs)))
             for w in extra:
                 texts.append(w)

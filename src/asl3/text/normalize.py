@@ -846,15 +846,14 @@ def _cipher_name(shift: int) -> str:
     return "rot13" if shift == 13 else "caesar"
 
 
-def _decode_ciphers(lines: list[str]) -> list[tuple[str, str, str]]:
+def _decode_ciphers(lines: list[str]) -> list[tuple[str, str, list[str]]]:
     """Reversal and Caesar decodings of lines that are not English (and of the whole text).
 
     Encoded payloads usually sit on a line of their own under an English instruction, so
     each line is judged alone; lines too short to judge are also judged together. Returns
-    (name, text, payload) triples: all lines with the decodable ones replaced, and the
-    decoded lines alone. Lines that
-    pass for prose (letter pairs), have fewer than three words of two or more letters, more
-    than 20% common words, or much besides letters are skipped. Letter frequencies rank the
+    (name, text, payloads) triples: all lines with the decodable ones replaced, and the
+    decoded lines. Lines that pass for prose (letter pairs), have fewer than three words of
+    two or more letters, more than 20% common words, or much besides letters are skipped. Letter frequencies rank the
     shifts and only the best three are checked word by word, on at most 60,000 characters.
     """
     budget = _CIPHER_BUDGET
@@ -896,13 +895,13 @@ def _decode_ciphers(lines: list[str]) -> list[tuple[str, str, str]]:
             by_shift.setdefault(shift, {}).update(
                 (i, lines[i].translate(_SHIFT_TABLES[shift])) for i in short
             )
-    found: list[tuple[str, str, str]] = []
+    found: list[tuple[str, str, list[str]]] = []
     for name, repl in [("reversed", reversed_lines)] + [
         (_cipher_name(shift), r) for shift, r in sorted(by_shift.items(), key=lambda kv: -len(kv[1]))
     ]:
         if repl:
             found.append((name, " ".join(repl.get(i, ln) for i, ln in enumerate(lines)),
-                          " ".join(repl[i] for i in sorted(repl))))
+                          [repl[i] for i in sorted(repl)]))
     return found
 
 
@@ -1051,6 +1050,15 @@ class _Collector:
         self.views.append(View(name, canon))
         return canon
 
+    def add_decoding(self, name: str, in_place: str, payloads: list[str]) -> str | None:
+        """Add a decoding twice: in place (the instruction around it stays) and the decoded
+        payload alone, where a short request is not diluted by that instruction. Returns the
+        canonical in-place text if it was new."""
+        got = self.add(name, in_place)
+        if got is not None:
+            self.add(name, " ".join(payloads))
+        return got
+
 
 # Gates: a token of 16+ characters (base64, contiguous hex), three spaced hex pairs, Morse
 # codes between spaces. Each starts with a literal space, which the regex engine scans for
@@ -1090,16 +1098,13 @@ def _decode_into(
         if result is None:
             continue
         decoded, payloads = result
-        if sink.add(prefix + name, decoded) is not None:
-            sink.add(prefix + name, " ".join(payloads))
-            if depth < MAX_DEPTH:
-                nested.extend((prefix + name + "+", p) for p in payloads)
+        if sink.add_decoding(prefix + name, decoded, payloads) is not None and depth < MAX_DEPTH:
+            nested.extend((prefix + name + "+", p) for p in payloads)
 
     if "-" in canon and "." in canon and (_MORSE_HINT.search(padded) or "|" in canon):
         morse = _decode_morse(raw or _prepare_raw(text))
         if morse is not None:
-            sink.add(prefix + "morse", morse[0])
-            sink.add(prefix + "morse", " ".join(morse[1]))
+            sink.add_decoding(prefix + "morse", *morse)
 
     leet = _decode_leet(canon, text)
     if leet is not None:
@@ -1119,9 +1124,8 @@ def _decode_into(
         lines = [canon]
     if any(": " in ln for ln in lines):
         lines = [part for ln in lines for part in ln.split(": ")]
-    for name, decoded, payload in _decode_ciphers(lines):
-        sink.add(prefix + name, decoded)
-        sink.add(prefix + name, payload)
+    for name, decoded, payloads in _decode_ciphers(lines):
+        sink.add_decoding(prefix + name, decoded, payloads)
     for ln in lines:
         flipped = _word_order_reversed(ln)
         if flipped is not None:
