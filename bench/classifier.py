@@ -3,7 +3,8 @@
 - check_input latency (p50/p99) on 1,000-character messages, one thread: ordinary messages
   (untransformed harmless dev rows, like most traffic), untransformed rows of both labels
   (most such messages hold a harmful request and are blocked), and an adversarial mix (dev rows with encodings and wrappers, which
-  add decoded views to score);
+  add decoded views to score); with a second stage, also the share of messages that reached it
+  (stage 2 runs only above its gate, so the p50 of ordinary traffic is stage 1's);
 - streaming cost per fed token (amortized over whole responses, word-sized tokens);
 - time to score a 1 MB input (bounded-cost check).
 Usage: python bench/classifier.py [--bundle DIR] [--n 500]
@@ -24,6 +25,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from asl3 import Guard  # noqa: E402
+from asl3.classify import neural  # noqa: E402
 from asl3.data.io import read_jsonl  # noqa: E402
 from asl3.guard import split_stream  # noqa: E402
 
@@ -56,6 +58,8 @@ def main() -> None:
     plain_mixed = _messages([r for r in rows if not r.transform], a.n, 1000, rng)
     mixed = _messages([r for r in rows if r.transform], a.n, 1000, rng)
 
+    gate = neural.gate(guard.input_threshold) if guard.stage2 is not None else None
+
     def timed(msgs: list[str]) -> dict[str, float]:
         for m in msgs[:20]:
             guard.check_input(m)  # warm caches
@@ -65,8 +69,12 @@ def main() -> None:
             guard.check_input(m)
             lat.append((time.perf_counter() - t) * 1e3)
         lat.sort()
-        return {"p50": round(statistics.median(lat), 4),
-                "p99": round(lat[int(0.99 * (len(lat) - 1))], 4), "n": len(lat)}
+        out = {"p50": round(statistics.median(lat), 4),
+               "p99": round(lat[int(0.99 * (len(lat) - 1))], 4), "n": len(lat)}
+        if gate is not None:
+            out["share_to_stage2"] = round(
+                sum(guard.scorer.input(m).score >= gate for m in msgs) / len(msgs), 3)
+        return out
 
     tokens = 0
     t = time.perf_counter()
@@ -91,6 +99,7 @@ def main() -> None:
         "stream_tokens": tokens,
         "check_input_1MB_s": round(big_s, 3),
         "threads": 1,
+        "stages": guard.stages,
     }, indent=2))
 
 

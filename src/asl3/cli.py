@@ -111,7 +111,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     cfg = TrainConfig(constitution=a.constitution, data=a.data or [], calib=a.calib or [],
                       dev=a.dev or [], out=a.out, seed=a.seed,
                       target_fpr_input=a.target_fpr, target_fpr_output=a.target_fpr,
-                      **_llm_options(a))
+                      stage2=a.stage2, **_llm_options(a))
     for f in [*cfg.data, *cfg.calib, *cfg.dev]:
         if not Path(f).is_file():
             raise UsageError(f"{f}: no such data file")
@@ -142,7 +142,7 @@ def cmd_check(a: argparse.Namespace) -> int:
     text = _read_text_arg(a.text)
     if "\x00" in text:
         raise UsageError("input contains NUL bytes: binary data is not text; nothing was scored")
-    guard = Guard.load(a.bundle)
+    guard = Guard.load(a.bundle, stage2=_STAGE2[a.stage2])
     if a.output:
         v, released = guard.check_output(text, prompt=a.prompt)
         out = {**v.to_dict(), "released_chars": len(released), "total_chars": len(text)}
@@ -150,6 +150,16 @@ def cmd_check(a: argparse.Namespace) -> int:
         out = guard.check_input(text).to_dict()
     print(json.dumps(out))
     return 0
+
+
+_STAGE2 = {"auto": None, "on": True, "off": False}
+
+
+def _add_stage2_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stage2", choices=list(_STAGE2), default="auto",
+                   help="the bundle's second stage (MiniLM) for inputs: auto uses it when the "
+                        "neural extra is installed (default), on requires it, off runs stage 1 "
+                        "alone at its own threshold")
 
 
 # -- eval ----------------------------------------------------------------------------------
@@ -174,10 +184,12 @@ def cmd_eval(a: argparse.Namespace) -> int:
         rows.extend(read_jsonl(f))
     if not rows:
         raise UsageError("the data files hold no rows")
-    guard = Guard.load(a.bundle)
+    guard = Guard.load(a.bundle, stage2=_STAGE2[a.stage2])
     with progress_bar(not a.quiet) as cb:
         res = evaluate(guard, rows, progress=cb)
     s = res.summary()
+    if "input" in s:
+        s["input"]["stages"] = guard.stages
     if a.report:
         from asl3.eval.report import write_html
 
@@ -193,7 +205,8 @@ def _print_table(s: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title="asl3 eval")
+    stages = s.get("input", {}).get("stages")
+    t = Table(title=f"asl3 eval (inputs judged by {stages})" if stages else "asl3 eval")
     for c in ("kind", "slice", "n", "blocked", "rate"):
         t.add_column(c)
     for kind, k in s.items():
@@ -242,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     t.add_argument("--target-fpr", type=float, default=0.01, metavar="X",
                    help="target false-positive rate on the calibration split (default 0.01)")
+    t.add_argument("--stage2", choices=["auto", "minilm", "none"], default="auto",
+                   help="second stage for inputs: a MiniLM encoder with a logistic head, run "
+                        "only on what stage 1 finds suspicious. auto trains it when the neural "
+                        "extra is installed (default); minilm requires it; none leaves it out")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_llm_arguments(t)
     t.set_defaults(func=cmd_train)
@@ -275,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--bundle", metavar="DIR", help="model bundle (default: the bundled model)")
     c.add_argument("--output", action="store_true", help="TEXT is a model response")
     c.add_argument("--prompt", help="the request the response answers (with --output)")
+    _add_stage2_argument(c)
     c.set_defaults(func=cmd_check)
 
     e = sub.add_parser("eval", help="measure a bundle on labelled JSONL data",
@@ -289,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print the full metrics as JSON")
     e.add_argument("--report", metavar="FILE.html", help="also write an HTML report with plots")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_stage2_argument(e)
     e.set_defaults(func=cmd_eval)
     return p
 

