@@ -7,7 +7,7 @@
   (stage 2 runs only above its gate, so the p50 of ordinary traffic is stage 1's);
 - streaming cost per fed token (amortized over whole responses, word-sized tokens);
 - time to score a 1 MB input (bounded-cost check).
-Usage: python bench/classifier.py [--bundle DIR] [--n 500]
+Usage: python bench/classifier.py [--bundle DIR] [--n 500] [--stage2 auto|on|off]
 """
 
 from __future__ import annotations
@@ -49,9 +49,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--bundle")
     ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--stage2", choices=["auto", "on", "off"], default="auto",
+                    help="the bundle's second stage: auto uses it when installed")
     a = ap.parse_args()
     rng = random.Random(0)
-    guard = Guard.load(a.bundle)
+    guard = Guard.load(a.bundle, stage2={"auto": None, "on": True, "off": False}[a.stage2])
     rows = read_jsonl(ROOT / "data/dev/inputs.jsonl")
     outs = [r for r in read_jsonl(ROOT / "data/dev/outputs.jsonl")]
     plain = _messages([r for r in rows if not r.transform and r.label == "harmless"], a.n, 1000, rng)
