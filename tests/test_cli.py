@@ -102,3 +102,19 @@ def test_no_command_prints_help_and_exits_2():
 def test_missing_bundle_dir_is_a_clear_error(tmp_path: Path):
     p = run(["check", "--bundle", str(tmp_path / "none"), "hi"])
     assert p.returncode == 2 and b"not a model bundle" in p.stderr
+
+
+def test_stage2_flag_picks_the_threshold_that_applies():
+    from asl3.classify import neural
+    from asl3.guard import default_bundle_path
+
+    th = json.loads((default_bundle_path() / "manifest.json").read_text())["thresholds"]
+    off = run(["check", "--stage2", "off", "How do vaccines work?"])
+    assert off.returncode == 0, off.stderr
+    assert json.loads(off.stdout)["threshold"] == pytest.approx(th["input"], abs=1e-6)
+    on = run(["check", "--stage2", "on", "How do vaccines work?"])
+    if neural.available():
+        assert on.returncode == 0, on.stderr
+        assert json.loads(on.stdout)["threshold"] == pytest.approx(th["input_stage2"], abs=1e-6)
+    else:
+        assert on.returncode == 2 and b"Traceback" not in on.stderr

@@ -209,3 +209,12 @@ def test_stage_2_mode_is_validated(monkeypatch):
     assert _want_stage2("auto") is False
     with pytest.raises(DatasetError, match="neural extra"):
         _want_stage2("minilm")
+
+
+def test_requiring_stage_2_without_the_extra_is_a_clear_error(proxy_bundle, monkeypatch):
+    monkeypatch.setattr(neural, "available", lambda: False)
+    b = load_bundle(proxy_bundle)
+    if b.stage2_head is None:
+        pytest.skip("the proxy bundle was trained without the neural extra")
+    with pytest.raises(Asl3Error, match="neural extra"):
+        Guard(b, stage2=True)

@@ -240,11 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
         "Expand a constitution into synthetic data (plus your seed files), augment it with\n"
         "jailbreak-style transforms, train the input and streaming output classifiers, and\n"
         "calibrate their thresholds on a separate harmless split to a target false-positive\n"
-        "rate. Deterministic for a given --seed.\n\n"
+        "rate. Deterministic for a given --seed. With the neural extra installed, inputs also\n"
+        "get a second stage (a MiniLM encoder and a logistic head) that only reads what the\n"
+        "first stage finds suspicious; it has its own calibrated threshold (see --stage2).\n\n"
         "example (rebuilds the bundled default model):\n"
         "  asl3 train --constitution cbrn --data data/train/*.jsonl \\\n"
-        "      --calib data/calib/*.jsonl --dev data/dev/*.jsonl \\\n"
-        "      --out src/asl3/models/default --seed 0"))
+        "      --calib data/calib/*.jsonl --out src/asl3/models/default --seed 0\n\n"
+        "--dev FILE... also evaluates the new bundle and records the metrics in its manifest\n"
+        "(about 40 s more for the dev set); asl3 eval does the same afterwards."))
     t.add_argument("--constitution", default="cbrn", metavar="NAME|PATH",
                    help="bundled name (cbrn) or a YAML file (default: cbrn)")
     t.add_argument("--data", nargs="*", metavar="FILE", help="seed JSONL files (inputs and outputs)")

@@ -108,11 +108,12 @@ class Guard:
         self.holdback = int(bundle.config["holdback"])
         self.exemptible = {cid for cid, c in bundle.categories.items() if c.get("exemptible")}
         self.stage2: neural.Stage2 | None = None
-        if stage2 is not False and bundle.stage2_head is not None:
-            if stage2 or neural.available():
-                self.stage2 = neural.Stage2(bundle.stage2_head, bundle.manifest["stage2"])
-        elif stage2:
+        if stage2 and bundle.stage2_head is None:
             raise Asl3Error(f"{bundle.path}: this bundle has no second stage")
+        if stage2 and not neural.available():
+            raise Asl3Error("stage 2 needs the neural extra: pip install 'asl3[neural]'")
+        if stage2 is not False and bundle.stage2_head is not None and neural.available():
+            self.stage2 = neural.Stage2(bundle.stage2_head, bundle.manifest["stage2"])
 
     @classmethod
     def load(cls, path: str | Path | None = None, expect_digest: str | None = None,
