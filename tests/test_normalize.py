@@ -134,6 +134,9 @@ def test_spaced_letters_are_joined_into_words() -> None:
     assert canonical("s o u r d o u g h   b r e a d") == KEY
     assert canonical("s o u r d o u g h / b r e a d") == KEY
     assert canonical("Tell me: S O U R D O U G H!") == "tell me: sourdough!"
+    assert canonical("G | i | v | e  /  m | e") == "give me"  # wide slash: a word break
+    # spaces spell, so a lone hyphen is the word's own and breaks it
+    assert canonical("m a s s - p r o d u c e   b r e a d") == "mass produce bread"
 
 
 def test_spacing_does_not_touch_ordinary_text() -> None:

@@ -281,10 +281,11 @@ def _fold(text: str) -> str:
 # canonical(): layout (whitespace, spaced-out letters)
 
 # A separator between spaced-out letters: punctuation with optional single spaces around it,
-# " / " (a word break in many spelled-out formats), or one to three spaces. The alternatives
-# start differently and each repetition consumes a letter, so matching is linear.
-_SEP = r"(?: ?[.\-_*|] ?| / | {1,3})"
-_SEP_CAPTURE = re.compile(r"( ?[.\-_*|] ?| / | {1,3})")
+# a slash with up to three spaces on either side (a word break in many spelled-out formats,
+# "G | i | v | e  /  m | e"), or one to three spaces. Each alternative is at most 7
+# characters and each repetition consumes a letter, so matching is linear.
+_SEP = r"(?: ?[.\-_*|] ?| {0,3}/ {0,3}| {1,3})"
+_SEP_CAPTURE = re.compile(r"( ?[.\-_*|] ?| {0,3}/ {0,3}| {1,3})")
 _SPACED_RE = re.compile(rf"(?<![^\W_])[a-z0-9](?:{_SEP}[a-z0-9]){{2,}}(?![^\W_])")
 # Cheap necessary condition, tried first: three lone characters separated by separators.
 # Whitespace of any length counts (collapsing it later can create a run), so a False
@@ -312,9 +313,11 @@ def _may_have_spaced(text: str) -> bool:
 def _join_run(m: re.Match[str]) -> str:
     """Join one run of spaced-out characters into words.
 
-    Inside a run the narrowest separator joins letters and any wider one (more spaces, a
-    " / ") separates words; when punctuation separates the letters, plain spaces are the
-    word breaks. Runs without a letter ("1 2 3") are left alone.
+    When most separators are punctuation ("s-a-r-i-n", "G | i | v | e"), punctuation joins
+    letters and spaces or a slash break words. Otherwise the narrowest run of spaces joins
+    letters, and wider spaces, a slash or a stray punctuation mark break words: in
+    "m a s s - p r o d u c e" the hyphen is the word's own, not the spelling's. Runs without
+    a letter ("1 2 3") are left alone.
     """
     run = m.group()
     parts = _SEP_CAPTURE.split(run)
@@ -322,10 +325,11 @@ def _join_run(m: re.Match[str]) -> str:
     seps = parts[1::2]
     if not any(c.isalpha() for c in chars):
         return run
-    if any(not s.isspace() and s.strip() != "/" for s in seps):
-        breaks = [s.isspace() or s.strip() == "/" for s in seps]
+    punct = [not s.isspace() and s.strip() != "/" for s in seps]
+    if 2 * sum(punct) > len(seps):
+        breaks = [not p for p in punct]
     else:
-        narrow = min(len(s) for s in seps if s.isspace()) if any(s.isspace() for s in seps) else 0
+        narrow = min((len(s) for s in seps if s.isspace()), default=0)
         breaks = [(not s.isspace()) or len(s) > narrow for s in seps]
     out = [chars[0]]
     for brk, ch in zip(breaks, chars[1:], strict=True):
