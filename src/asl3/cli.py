@@ -193,7 +193,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
     if a.report:
         from asl3.eval.report import write_html
 
-        write_html(a.report, s, title=f"asl3 eval: {', '.join(a.data)}")
+        write_html(a.report, s, title=f"asl3 eval ({guard.stages}): {', '.join(a.data)}")
     if a.json:
         print(json.dumps(s, indent=2))
     else:
