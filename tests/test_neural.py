@@ -218,3 +218,15 @@ def test_requiring_stage_2_without_the_extra_is_a_clear_error(proxy_bundle, monk
         pytest.skip("the proxy bundle was trained without the neural extra")
     with pytest.raises(Asl3Error, match="neural extra"):
         Guard(b, stage2=True)
+
+
+@needs_neural
+def test_the_encoder_can_be_shared_by_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    enc = neural.Encoder()
+    texts = [f"question number {i} about how vaccines work" for i in range(24)]
+    alone = enc.encode(texts)
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        got = list(pool.map(lambda i: enc.encode(texts[i : i + 4]), range(0, 24, 4)))
+    assert np.allclose(np.vstack(got), alone, atol=1e-5)

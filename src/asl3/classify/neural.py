@@ -96,6 +96,11 @@ class Encoder:
                                                use_safetensors=True).eval()
         self.max_tokens = max_tokens
         self.batch_size = batch_size
+        # A fast tokenizer called from two threads at once can raise "Already borrowed"
+        # (huggingface/tokenizers#537, transformers#47085: each call resets truncation and
+        # padding on the shared Rust object), and torch already spreads one forward pass
+        # over the cores: encodes take turns. The gateway checks inputs from worker threads.
+        self._lock = threading.Lock()
 
     @property
     def threads(self) -> int:
@@ -112,7 +117,7 @@ class Encoder:
         out = np.zeros((len(texts), DIM), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         torch = self._torch
-        with torch.inference_mode():
+        with self._lock, torch.inference_mode():
             for b in range(0, len(order), self.batch_size):
                 idx = order[b : b + self.batch_size]
                 enc = self.tokenizer([texts[i] or " " for i in idx], padding=True,
