@@ -24,6 +24,7 @@ from asl3.classify.features import Positions
 from asl3.classify.score import Score, Scorer
 from asl3.classify.stream import OutputMonitor
 from asl3.errors import Asl3Error
+from asl3.text.normalize import views
 
 Message = Mapping[str, Any]
 
@@ -135,12 +136,13 @@ class Guard:
         With stage 2, the score is the mean of both stages; below the gate stage 2 cannot
         change the decision, is skipped, and counts as 0 (the score is then a lower bound).
         """
-        s = self.scorer.input(text)
+        vs = views(text)  # normalized once for both stages
+        s = self.scorer.input_views(vs)
         if self.stage2 is None:
             return s.score, s
         s2 = 0.0
         if s.score >= neural.gate(self.input_threshold):
-            s2 = self.stage2.score(self.scorer.candidates(text, self.stage2.candidates))
+            s2 = self.stage2.score(self.scorer.candidates(vs, self.stage2.candidates))
         return neural.combine(s.score, s2), s
 
     @property

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from asl3.classify.bundle import Bundle
-from asl3.classify.features import Positions, segment_spans, token_segments
+from asl3.classify.features import Positions, segment_spans, tokens
 from asl3.classify.model import MeanMLP
 from asl3.text.normalize import View, views
 
@@ -22,6 +22,7 @@ CATEGORY_CHARS = 4_000
 CANDIDATE_CHARS = 1_500  # a whole view as stage 2 reads it (its encoder truncates anyway)
 CANDIDATE_SCAN_CHARS = 3_000  # how far into each view stage 2 candidates are looked for
 CANDIDATE_VIEWS = 6
+CANDIDATE_SENTENCE_TOKENS = 30  # a shorter view is read whole, not sentence by sentence
 
 
 @dataclass(frozen=True)
@@ -85,34 +86,40 @@ class Scorer:
         return best
 
     def input(self, text: str) -> Score:
-        return self._best(self.bundle.input_model, views(text), sentences=True)
+        return self.input_views(views(text))
 
-    def candidates(self, text: str, k: int) -> list[str]:
-        """The texts stage 2 reads: the canonical view whole, then the ``k`` texts stage 1
-        scores highest among the other views (whole) and every view's sentences.
+    def input_views(self, vs: list[View]) -> Score:
+        """``input`` for views already computed (stage 2 reads the same views)."""
+        return self._best(self.bundle.input_model, vs, sentences=True)
+
+    def candidates(self, vs: list[View], k: int) -> list[str]:
+        """The texts stage 2 reads, from a text's views: the canonical view whole, then the
+        ``k`` texts stage 1 scores highest among the other views (whole) and every view's
+        sentences (views of CANDIDATE_SENTENCE_TOKENS tokens or fewer are read whole).
 
         Bounded: at most CANDIDATE_VIEWS views and their first CANDIDATE_SCAN_CHARS.
         """
         model = self.bundle.input_model
+        window, stride = max(self.scales)
         ranked: list[tuple[float, str]] = []
         first = ""
-        window, stride = self.window, self.scales[-1][1]
-        for i, v in enumerate(views(text)[:CANDIDATE_VIEWS]):
+        for i, v in enumerate(vs[:CANDIDATE_VIEWS]):
             t = v.text[:CANDIDATE_SCAN_CHARS]
             if not t.strip():
                 continue
-            toks, starts = token_segments(t)
-            spans = (segment_spans(starts, len(toks), window, self.segment_min or 12,
+            pos = self.feat.positions(t)
+            spans = (segment_spans(pos.segment_starts, pos.n_tokens, window, self.segment_min,
                                    self.segment_edge)
-                     if len(toks) > 30 else [])
-            ws = model.windows(self.feat.positions(t), window, stride, spans=spans)
-            p = ws.probs[:, 0]
+                     if self.segment_min and pos.n_tokens > CANDIDATE_SENTENCE_TOKENS else [])
+            p = model.windows(pos, window, stride, spans=spans).probs[:, 0]
             if i == 0:
                 first = t[:CANDIDATE_CHARS]
             else:
                 ranked.append((float(p[: len(p) - len(spans)].max()), t[:CANDIDATE_CHARS]))
-            for (a, b), s in zip(spans, p[len(p) - len(spans):], strict=True):
-                ranked.append((float(s), " ".join(toks[a:b])))
+            if spans:
+                toks = tokens(t)  # the tokens positions() counted
+                for (a, b), sc in zip(spans, p[len(p) - len(spans):], strict=True):
+                    ranked.append((float(sc), " ".join(toks[a:b])))
         ranked.sort(key=lambda x: -x[0])
         out = [first] if first else []
         for _, t in ranked:

@@ -455,9 +455,10 @@ def calibration_scores(guard: Any, rows: Sequence[Row], progress: Progress = _no
     ins, outs, cands = [], [], []
     for i, r in enumerate(rows):
         if r.kind == "input":
-            ins.append(guard.scorer.input(r.text).score)
+            vs = views(r.text)
+            ins.append(guard.scorer.input_views(vs).score)
             if guard.stage2 is not None:
-                cands.append(guard.scorer.candidates(r.text, guard.stage2.candidates))
+                cands.append(guard.scorer.candidates(vs, guard.stage2.candidates))
         else:
             mon = guard.monitor_output(r.prompt, threshold=float("inf"))
             for piece in split_stream(r.text):
@@ -691,6 +692,7 @@ def train(cfg: TrainConfig, progress: Progress = _noop) -> dict[str, Any]:
         guard.stage2 = Stage2(head, stage2_spec or {}, encoder)
     cal = calibration_scores(guard, calib, progress)
     ins, outs = cal.inputs, cal.outputs
+
     def th(scores: Sequence[float] | None, fpr: float) -> float:
         return threshold_for_fpr(scores, fpr) if scores else 0.5
 
