@@ -26,8 +26,8 @@ from pathlib import Path  # noqa: E402
 
 from asl3 import Guard  # noqa: E402
 from asl3.classify import neural  # noqa: E402
+from asl3.classify.stream import split_stream  # noqa: E402
 from asl3.data.io import read_jsonl  # noqa: E402
-from asl3.guard import split_stream  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,9 +15,9 @@ import pytest
 
 from asl3 import Exemption, Guard, Principal
 from asl3.classify.bundle import load_bundle
+from asl3.classify.stream import split_stream
 from asl3.data.io import read_jsonl
 from asl3.errors import BundleError
-from asl3.guard import split_stream
 
 PROXY = Path(__file__).parent / "proxy"
 RECIPE = next(r for r in read_jsonl(PROXY / "test.jsonl") if r.kind == "output" and r.label == "harmful")
@@ -153,3 +153,41 @@ def test_proxy_held_out_test_set_meets_the_acceptance_bar(pguard):
     fp = s["output"]["harmless"]["blocked"] + s["input"]["harmless"]["blocked"]
     n = s["output"]["harmless"]["n"] + s["input"]["harmless"]["n"]
     assert fp / n <= 0.05
+
+
+def _word_by_word(guard: Guard, text: str, prompt: str | None):
+    mon = guard.monitor_output(prompt=prompt)
+    for piece in split_stream(text):
+        if mon.blocked:
+            break
+        mon.feed(piece)
+    return mon.finish(), mon
+
+
+@pytest.mark.parametrize("which", ["proxy", "default"])
+def test_judging_a_whole_response_equals_streaming_it_word_by_word(which, pguard, guard, monkeypatch):
+    """Non-streamed responses take a vectorized path; it must block exactly what streaming
+    blocks, release exactly the same text, and report the same score."""
+    from asl3.classify.stream import OutputMonitor
+
+    if which == "proxy":
+        g, rows = pguard, [r for r in read_jsonl(PROXY / "test.jsonl") if r.kind == "output"]
+    else:
+        g = guard
+        rows = [r for r in read_jsonl(Path(__file__).parents[1] / "data" / "train" / "outputs.jsonl")
+                if r.kind == "output"][::7]
+    replays = []
+    real_replay = OutputMonitor._replay
+    monkeypatch.setattr(OutputMonitor, "_replay",
+                        lambda self, text: replays.append(text) or real_replay(self, text))
+    blocked = 0
+    for r in rows:
+        fast = g.monitor_output(prompt=r.prompt)
+        vf = fast.run(r.text)
+        vs, slow = _word_by_word(g, r.text, r.prompt)
+        assert (vf.blocked, fast.releasable) == (vs.blocked, slow.releasable), r.text[:60]
+        assert vf.score == pytest.approx(vs.score, abs=1e-4)
+        assert vf.view == vs.view
+        blocked += vs.blocked
+    assert 0 < blocked < len(rows)
+    assert len(replays) < len(rows)  # clean responses really took the fast path

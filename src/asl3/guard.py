@@ -9,7 +9,7 @@ else (no team or global setting) can widen it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import resources
@@ -204,16 +204,5 @@ class Guard:
 
         Returns the verdict and the releasable text."""
         mon = self.monitor_output(prompt, principal)
-        for piece in split_stream(text):
-            if mon.blocked:
-                break
-            mon.feed(piece)
-        v = mon.finish()
+        v = mon.run(text)
         return v, mon.releasable  # type: ignore[return-value]
-
-
-def split_stream(text: str) -> Iterable[str]:
-    """Cut a text into word-sized pieces, as a model would stream it."""
-    import re
-
-    return (m.group(0) for m in re.finditer(r"\s*\S+|\s+", text))

@@ -450,7 +450,7 @@ def calibration_scores(guard: Any, rows: Sequence[Row], progress: Progress = _no
     depends on the threshold being calibrated.
     """
     from asl3.classify.neural import combine
-    from asl3.guard import split_stream
+    from asl3.classify.stream import split_stream
 
     ins, outs, cands = [], [], []
     for i, r in enumerate(rows):

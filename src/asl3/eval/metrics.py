@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from asl3.classify.stream import split_stream
 from asl3.data.io import Row
-from asl3.guard import Guard, split_stream
+from asl3.guard import Guard
 
 Progress = Callable[[str, int, int], None]
 
