@@ -143,3 +143,14 @@ def test_a_short_first_or_last_sentence_stands_alone_from_the_edge_length():
     toks, starts = token_segments(first)
     assert (0, 4) in segment_spans(starts, len(toks), 40, 8, 4)
     assert (0, 4) not in segment_spans(starts, len(toks), 40, 8)
+
+
+def test_union_thresholds_keep_the_total_false_positive_budget():
+    from asl3.classify.calibrate import union_thresholds
+
+    rng = np.random.default_rng(0)
+    p, s = rng.random(1000), rng.random(1000)
+    t1, t2 = union_thresholds(p, s, 0.02)
+    assert ((p >= t1) | (s >= t2)).sum() <= 20
+    assert (s >= t2).sum() <= 10  # the secondary score gets half the budget
+    assert ((p >= t1 - 1e-9) | (s >= t2)).sum() == 21  # the lowest such threshold

@@ -9,6 +9,7 @@ else (no team or global setting) can widen it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -75,6 +76,16 @@ class Principal:
         return {e.category for e in self.exemptions if e.active(now)}
 
 
+def floor_offset(thresholds: Mapping[str, float]) -> float:
+    """How far (in logits) the prompt-free output score is lowered so that the one output
+    threshold applies to it at its own calibrated level, ``output_floor``."""
+    t, f = thresholds.get("output"), thresholds.get("output_floor")
+    if t is None or f is None:
+        return 0.0
+    logit = lambda p: math.log(p / (1.0 - p))  # noqa: E731
+    return max(0.0, logit(f) - logit(t))
+
+
 def default_bundle_path() -> Path:
     return Path(str(resources.files("asl3") / "models" / "default"))
 
@@ -106,6 +117,7 @@ class Guard:
         self.bundle = bundle
         self.scorer = Scorer(bundle)
         self.thresholds = {k: float(v) for k, v in bundle.thresholds.items()}
+        self.scorer.floor_offset = floor_offset(self.thresholds)
         self.holdback = int(bundle.config["holdback"])
         self.exemptible = {cid for cid, c in bundle.categories.items() if c.get("exemptible")}
         self.stage2: neural.Stage2 | None = None

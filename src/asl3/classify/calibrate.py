@@ -23,3 +23,25 @@ def threshold_for_fpr(harmless_scores: Sequence[float], target_fpr: float,
     k = int(np.floor(target_fpr * s.size))
     t = float(np.nextafter(s[k], np.inf)) if k < s.size else 0.0
     return min(max(t, floor), 0.999999)
+
+
+def union_thresholds(primary: Sequence[float], secondary: Sequence[float], target_fpr: float,
+                     floor: float = 0.05) -> tuple[float, float]:
+    """Thresholds for a rule that blocks when either score reaches its own threshold, with at
+    most ``target_fpr`` of the harmless rows blocked in all.
+
+    The secondary score gets half the budget; the primary threshold then takes what is left
+    (the rows the secondary already blocks cost it nothing more). Row i of both lists is the
+    same harmless text."""
+    p = np.asarray(primary, dtype=np.float64)
+    s = np.asarray(secondary, dtype=np.float64)
+    if p.shape != s.shape or p.size == 0:
+        raise ValueError("union calibration needs two equal, non-empty score lists")
+    t2 = threshold_for_fpr(s, target_fpr / 2, floor)
+    flagged = s >= t2
+    k = int(np.floor(target_fpr * p.size)) - int(flagged.sum())
+    rest = np.sort(p[~flagged])[::-1]
+    t1 = float(np.nextafter(rest[k], np.inf)) if 0 <= k < rest.size else floor
+    if k < 0:
+        t1 = 0.999999
+    return min(max(t1, floor), 0.999999), t2

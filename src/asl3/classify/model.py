@@ -127,11 +127,13 @@ class MeanMLP:
 
     def windows(self, pos: Positions | tuple[np.ndarray, np.ndarray], window: int, stride: int,
                 prompt: np.ndarray | None = None,
-                spans: Sequence[tuple[int, int]] = ()) -> WindowScores:
+                spans: Sequence[tuple[int, int]] = (),
+                offsets: np.ndarray | None = None) -> WindowScores:
         """Outputs for the whole text, for token windows of it, and for extra token spans.
 
         ``pos`` may be the result of ``token_sums`` to share it between window scales;
-        ``spans`` are (start, end) token ranges such as sentences."""
+        ``spans`` are (start, end) token ranges such as sentences. A 2-D ``prompt`` scores
+        every window once per row (prompt context), ``offsets`` adding to each row's logit."""
         S, w = self.token_sums(pos) if isinstance(pos, Positions) else pos
         n = S.shape[0]
         if n <= window:
@@ -156,6 +158,15 @@ class MeanMLP:
             pre = ((csum[ends] - csum[starts]) / counts).astype(np.float32)
         else:
             pre = np.zeros((len(starts), H), dtype=np.float32)
-        if prompt is not None:
-            pre = pre + prompt
+        if prompt is not None and prompt.ndim == 2 and len(prompt) > 1:
+            # one set of rows per prompt context (see Scorer.prompt_context)
+            k, m = len(prompt), len(starts)
+            pre = (pre[None, :, :] + prompt[:, None, :]).reshape(-1, H)
+            starts, ends = np.tile(starts, k), np.tile(ends, k)
+            if offsets is not None and np.any(offsets):
+                h = np.maximum(pre + self.b1, 0.0)
+                z = h @ self.W2 + self.b2 + np.repeat(offsets, m)[:, None]
+                return WindowScores(sigmoid(z), starts, ends)
+        elif prompt is not None:
+            pre = pre + prompt.reshape(-1)
         return WindowScores(self.probs_from_pre(pre), starts, ends)

@@ -60,6 +60,9 @@ class Scorer:
         # (they halted harmless answers), so responses are judged at the stream's own scale.
         self.output_scales = [(w, s) for w, s in self.scales if w >= self.window]
         self.feat = bundle.featurizer
+        self.output_floor = cfg.get("output_context") == "floor"
+        # logit offset of the prompt-free context (set by the guard from the thresholds)
+        self.floor_offset = 0.0
         # inputs are also scored sentence by sentence (bundles trained with segment examples)
         self.segment_min = cfg.get("segment_min_tokens")
         self.segment_edge = cfg.get("segment_edge_min_tokens")  # None: as segment_min
@@ -74,8 +77,10 @@ class Scorer:
                 spans = (segment_spans(pos.segment_starts, pos.n_tokens, self.window,
                                        self.segment_min, self.segment_edge)
                          if sentences and self.segment_min else [])
+                offsets = (self.context_offsets(prompt)
+                           if prompt is not None and prompt.ndim == 2 else None)
                 for window, stride in scales or self.scales:
-                    s = float(model.windows(sums, window, stride, prompt, spans)
+                    s = float(model.windows(sums, window, stride, prompt, spans, offsets)
                               .probs[:, 0].max())
                     spans = []  # scored once, with the first scale
                     if best is None or s > best.score:
@@ -130,12 +135,30 @@ class Scorer:
         return out
 
     def prompt_context(self, prompt: str | None) -> np.ndarray:
-        """The output model's prompt term, computed once per response."""
+        """The output model's prompt terms, computed once per response: one row per context
+        the response is judged in, and its score is the max over them.
+
+        Bundles trained with ``output_context: "floor"`` also judge every response without its
+        prompt (a zero row): the attacker writes the prompt, so a harmless-looking one must not
+        hide a harmful response. (Without the floor, harmful skeletons after "Write a poem."
+        passed 120 times in 120 on the dev set.) The prompt-free score has its own calibrated
+        threshold (``thresholds.output_floor``), applied as a logit offset (``context_offsets``)
+        so that one threshold, ``thresholds.output``, decides.
+        """
         model = self.bundle.output_model
+        none = model.prompt_pre(None)[None, :]
         if not prompt:
-            return model.prompt_pre(None)
+            return none
         v = views(prompt)[0].text[-CHUNK_CHARS:]
-        return model.prompt_pre(self.feat.positions(v))
+        term = model.prompt_pre(self.feat.positions(v))[None, :]
+        return np.concatenate([term, none]) if self.output_floor else term
+
+    def context_offsets(self, prompt_term: np.ndarray) -> np.ndarray:
+        """Logit offsets, one per row of a prompt term (0 for the prompt, the floor's for none)."""
+        off = np.zeros(len(prompt_term), dtype=np.float32)
+        if len(prompt_term) > 1:
+            off[1:] = -self.floor_offset
+        return off
 
     def output(self, text: str, prompt_term: np.ndarray) -> Score:
         return self.output_views(views(text), prompt_term)

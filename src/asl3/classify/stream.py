@@ -75,7 +75,9 @@ class OutputMonitor:
         self._prompt_term = scorer.prompt_context(prompt)
         H = self._model.hidden
         self._pre = np.zeros((2, H), dtype=np.float32)
-        self._bias = (self._prompt_term + self._model.b1).astype(np.float32)
+        # one row per prompt context (with the prompt, and alone when the bundle floors it)
+        self._bias = (self._prompt_term + self._model.b1).astype(np.float32)[None, :, :]
+        self._offsets = scorer.context_offsets(self._prompt_term)  # per context, on the logit
         self._w2 = self._model.W2[:, 0].copy()
         self._b2 = float(self._model.b2[0])
         self._sum = np.zeros(H, dtype=np.float32)
@@ -177,12 +179,12 @@ class OutputMonitor:
     def _score_now(self) -> None:
         if self._tokens < self._min_tokens:
             return  # too little evidence yet; nothing is released this early anyway
-        pre = self._pre
-        np.multiply(self._sum, 1.0 / max(self._n, 1e-6), out=pre[0])
-        np.multiply(self._win_sum, 1.0 / max(self._win_n, 1e-6), out=pre[1])
-        pre += self._bias
+        means = self._pre
+        np.multiply(self._sum, 1.0 / max(self._n, 1e-6), out=means[0])
+        np.multiply(self._win_sum, 1.0 / max(self._win_n, 1e-6), out=means[1])
+        pre = means[:, None, :] + self._bias  # (prefix | window) x prompt contexts
         np.maximum(pre, 0.0, out=pre)
-        z = float((pre @ self._w2).max()) + self._b2  # sigmoid is monotone: max logit first
+        z = float((pre @ self._w2 + self._offsets).max()) + self._b2  # max logit, then sigmoid
         self._consider(1.0 / (1.0 + math.exp(-min(max(z, -30.0), 30.0))), "canonical")
 
     def _consider(self, score: float, view: str) -> None:
@@ -327,9 +329,11 @@ class OutputMonitor:
         lo = np.maximum(n - self._window, 0)
         prefix = S[n] / np.maximum(N[n], 1e-6)[:, None]
         window = (S[n] - S[lo]) / np.maximum(N[n] - N[lo], 1e-6)[:, None]
-        bias = self._bias.astype(np.float64)
+        bias = self._bias.astype(np.float64)  # (1, contexts, H)
         w2 = self._w2.astype(np.float64)
-        z = np.maximum(np.maximum(prefix + bias, 0.0) @ w2, np.maximum(window + bias, 0.0) @ w2)
+        off = self._offsets.astype(np.float64)
+        z = np.maximum((np.maximum(prefix[:, None, :] + bias, 0.0) @ w2 + off).max(axis=1),
+                       (np.maximum(window[:, None, :] + bias, 0.0) @ w2 + off).max(axis=1))
         z = np.clip(z + self._b2, -30.0, 30.0)
         return 1.0 / (1.0 + np.exp(-z))
 

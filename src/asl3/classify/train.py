@@ -24,7 +24,7 @@ import numpy as np
 
 from asl3 import constitution as constitution_mod
 from asl3.classify.bundle import load_bundle, save_bundle
-from asl3.classify.calibrate import threshold_for_fpr
+from asl3.classify.calibrate import threshold_for_fpr, union_thresholds
 from asl3.classify.features import (
     Featurizer,
     build_vocab,
@@ -77,6 +77,13 @@ class TrainConfig:
     stage2_harmful_share: float = 0.45
     stage2_C: float = 10.0  # inverse L2 strength of the logistic head
     stage2_candidates: int = 4  # texts besides the canonical view that stage 2 reads
+    # Share of harmful output examples paired with another response's prompt (or none) instead
+    # of their own. Without it the output model judged the prompt more than the response: a
+    # harmful skeleton after "Write a poem." passed 114 times in 116 (train outputs).
+    output_prompt_swap: float = 0.5
+    # "floor": a response's score is the max of its score with and without its prompt (the
+    # prompt may add suspicion, never remove it); "prompt": with its prompt only.
+    output_context: str = "floor"
     holdback: int = 48
     min_tokens: int = 14
     min_df: int = 2
@@ -406,16 +413,25 @@ def _harmless_windows(toks: list[str], scales: Sequence[tuple[int, int]], rng: r
     return out
 
 
-def _output_examples(rows: Sequence[Row], origin: dict[str, str] | None = None
+def _output_examples(rows: Sequence[Row], origin: dict[str, str] | None = None,
+                     rng: random.Random | None = None, swap: float = 0.0
                      ) -> tuple[list[str], list[str], list[str]]:
     """Growing prefixes of the canonical view (the stream), and every other view whole.
 
     As for inputs, views of a harmful response that do not carry its words are left out.
+    With probability ``swap`` a harmful response is paired with another row's prompt (or
+    none), keeping its label: an attacker chooses the prompt, so a harmless-looking one must
+    not make a harmful response pass. Harmless responses keep their own prompts, whose context
+    keeps false positives down (swapping them too tripled the proxy's false positives).
     """
     origin = origin or {}
+    rng = rng or random.Random(0)
+    pool = sorted({canonical(r.prompt) for r in rows if r.prompt} | {""})
     texts, prompts, labels = [], [], []
     for r in rows:
         p = canonical(r.prompt) if r.prompt else ""
+        if r.label == "harmful" and swap and rng.random() < swap:
+            p = rng.choice(pool)
         vs = views(r.text)
         payload = _payload_words(origin.get(r.text, r.text)) if r.label == "harmful" else None
         if payload is None or _carries(vs[0].text, payload):
@@ -435,11 +451,13 @@ def _output_examples(rows: Sequence[Row], origin: dict[str, str] | None = None
 @dataclass
 class CalibrationScores:
     """Max score of every harmless calibration row: inputs by stage 1 alone and by both
-    stages (None without stage 2), and outputs as streamed."""
+    stages (None without stage 2), and outputs as streamed: after their own prompt, and
+    (bundles with the prompt-free floor) with no prompt, each on its own."""
 
     inputs: list[float]
     inputs_stage2: list[float] | None
     outputs: list[float]
+    outputs_alone: list[float] | None = None
 
 
 def calibration_scores(guard: Any, rows: Sequence[Row], progress: Progress = _noop
@@ -450,27 +468,32 @@ def calibration_scores(guard: Any, rows: Sequence[Row], progress: Progress = _no
     depends on the threshold being calibrated.
     """
     from asl3.classify.neural import combine
-    from asl3.classify.stream import split_stream
 
-    ins, outs, cands = [], [], []
-    for i, r in enumerate(rows):
-        if r.kind == "input":
-            vs = views(r.text)
-            ins.append(guard.scorer.input_views(vs).score)
-            if guard.stage2 is not None:
-                cands.append(guard.scorer.candidates(vs, guard.stage2.candidates))
-        else:
-            mon = guard.monitor_output(r.prompt, threshold=float("inf"))
-            for piece in split_stream(r.text):
-                mon.feed(piece)
-            mon.finish()
-            outs.append(mon.max_score)
-        progress("calibrate", i + 1, len(rows))
+    ins, outs, alone, cands = [], [], [], []
+    floor, guard.scorer.output_floor = guard.scorer.output_floor, False  # contexts one by one
+    try:
+        for i, r in enumerate(rows):
+            if r.kind == "input":
+                vs = views(r.text)
+                ins.append(guard.scorer.input_views(vs).score)
+                if guard.stage2 is not None:
+                    cands.append(guard.scorer.candidates(vs, guard.stage2.candidates))
+            else:
+                mon = guard.monitor_output(r.prompt, threshold=float("inf"))
+                mon.run(r.text)  # as streamed word by word (see OutputMonitor.run)
+                outs.append(mon.max_score)
+                if floor:
+                    mon = guard.monitor_output(None, threshold=float("inf"))
+                    mon.run(r.text)
+                    alone.append(mon.max_score)
+            progress("calibrate", i + 1, len(rows))
+    finally:
+        guard.scorer.output_floor = floor
     both = None
     if guard.stage2 is not None:
         s2 = guard.stage2.score_many(cands, lambda d, t: progress("calibrate stage 2", d, t))
         both = [combine(a, float(b)) for a, b in zip(ins, s2, strict=True)]
-    return CalibrationScores(ins, both, outs)
+    return CalibrationScores(ins, both, outs, alone if floor else None)
 
 
 def _want_stage2(mode: str) -> bool:
@@ -610,7 +633,8 @@ def train(cfg: TrainConfig, progress: Progress = _noop) -> dict[str, Any]:
     in_texts, in_labels = _input_examples(in_rows, cfg.windows, random.Random(cfg.seed + 1),
                                           origin, cfg.segment_min_tokens,
                                           cfg.segment_edge_min_tokens)
-    out_texts, out_prompts, out_labels = _output_examples(out_rows, origin)
+    out_texts, out_prompts, out_labels = _output_examples(
+        out_rows, origin, random.Random(cfg.seed + 3), cfg.output_prompt_swap)
     # Two cores do the work: stage 2's encoder (torch releases the GIL) runs while stage 1
     # featurizes and fits, and the input and output models fit side by side (scipy's sparse
     # products release the GIL too). Each fit has its own seed, so the result is the same.
@@ -670,6 +694,7 @@ def train(cfg: TrainConfig, progress: Progress = _noop) -> dict[str, Any]:
                    "segment_edge_min_tokens": cfg.segment_edge_min_tokens,
                    "holdback": cfg.holdback,
                    "min_tokens": cfg.min_tokens,
+                   "output_context": cfg.output_context,
                    "target_fpr": {"input": cfg.target_fpr_input, "output": cfg.target_fpr_output},
                    "seed": cfg.seed},
         "training": {"rows": len(rows), "input_examples": len(in_texts),
@@ -685,7 +710,7 @@ def train(cfg: TrainConfig, progress: Progress = _noop) -> dict[str, Any]:
 
     # Calibrate on the separate harmless split, through the exact run-time code path.
     from asl3.classify.neural import Stage2
-    from asl3.guard import Guard
+    from asl3.guard import Guard, floor_offset
 
     guard = Guard(load_bundle(out), stage2=False)
     if head is not None:
@@ -698,6 +723,9 @@ def train(cfg: TrainConfig, progress: Progress = _noop) -> dict[str, Any]:
 
     manifest["thresholds"] = {"input": th(ins, cfg.target_fpr_input),
                               "output": th(outs, cfg.target_fpr_output)}
+    if cal.outputs_alone:  # blocks when either context reaches its threshold: one FP budget
+        t_out, t_floor = union_thresholds(outs, cal.outputs_alone, cfg.target_fpr_output)
+        manifest["thresholds"].update(output=t_out, output_floor=t_floor)
     if head is not None:
         manifest["thresholds"]["input_stage2"] = th(cal.inputs_stage2, cfg.target_fpr_input)
     manifest["calibration"] = {"input_rows": len(ins), "output_rows": len(outs)}
@@ -709,6 +737,7 @@ def train(cfg: TrainConfig, progress: Progress = _noop) -> dict[str, Any]:
         for f in cfg.dev:
             dev_rows.extend(read_jsonl(f))
         guard.thresholds = dict(manifest["thresholds"])
+        guard.scorer.floor_offset = floor_offset(guard.thresholds)
         manifest["metrics"] = {"dev_files": list(cfg.dev),
                                **evaluate(guard, dev_rows, progress=progress).summary()}
     manifest["training"]["seconds"] = round(time.perf_counter() - t0, 1)
