@@ -225,6 +225,155 @@ def _print_table(s: dict[str, Any]) -> None:
     Console().print(t)
 
 
+# -- serve ---------------------------------------------------------------------------------
+def cmd_serve(a: argparse.Namespace) -> int:
+    import os
+
+    import uvicorn
+
+    from asl3.gateway.config import GatewayConfig
+
+    if a.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    cfg = GatewayConfig(
+        upstream=a.upstream, upstream_key_env=a.upstream_key_env, bundle=a.bundle,
+        stage2=_STAGE2[a.stage2], db=a.db, allow_anonymous=a.allow_anonymous,
+        max_body_bytes=a.max_body, connect_timeout=a.connect_timeout,
+        read_timeout=a.read_timeout, retain_text=a.retain_text, retention_days=a.retention_days,
+        echo_delay=a.echo_delay)
+    where = f"http://{a.host}:{a.port}/v1"
+    sys.stderr.write(f"asl3 gateway: {where} -> upstream {cfg.upstream}; "
+                     f"{a.workers} worker(s); Ctrl-C stops\n")
+    level = "warning" if a.quiet else "info"
+    if a.workers == 1:
+        from asl3.gateway.app import create_app
+
+        app = create_app(cfg)  # bad bundle, store or upstream settings fail here, in one line
+        uvicorn.run(app, host=a.host, port=a.port, log_level=level)
+        return 0
+    from asl3.classify.bundle import load_bundle
+    from asl3.guard import default_bundle_path
+    from asl3.store import Store
+
+    load_bundle(cfg.bundle or default_bundle_path())  # fail early, before workers start
+    Store(cfg.db).close()
+    os.environ.update(cfg.to_env())
+    uvicorn.run("asl3.gateway.app:create_app_from_env", factory=True, host=a.host, port=a.port,
+                workers=a.workers, log_level=level)
+    return 0
+
+
+# -- keys ----------------------------------------------------------------------------------
+def _parse_until(text: str) -> Any:
+    """An exemption's end: an ISO date (00:00 UTC that day) or datetime (no zone = UTC)."""
+    from datetime import datetime, timezone
+
+    s = text.strip()
+    try:
+        t = datetime.fromisoformat(s[:-1] + "+00:00" if s[-1:] in ("Z", "z") else s)
+    except ValueError:
+        raise UsageError(f"--until {text!r} is not an ISO date (2026-12-31) or datetime "
+                         "(2026-12-31T18:00:00Z)") from None
+    t = t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+    if t <= datetime.now(timezone.utc):
+        raise UsageError(f"--until {text} is in the past: an exemption must end in the future")
+    return t
+
+
+def _key_exemptions(a: argparse.Namespace) -> list[Any]:
+    """--exempt/--until as the store's ExemptionInfo, each category checked against the bundle's
+    constitution: only categories it marks exemptible may be exempted, and always until a date."""
+    from asl3.store import ExemptionInfo
+
+    if not a.exempt:
+        if a.until:
+            raise UsageError("--until goes with --exempt CATEGORY")
+        return []
+    if not a.until:
+        raise UsageError("--exempt needs --until DATE: exemptions always expire")
+    until = _parse_until(a.until)
+    from asl3.classify.bundle import load_bundle
+    from asl3.guard import default_bundle_path
+
+    cats = load_bundle(a.bundle or default_bundle_path()).categories
+    exemptible = sorted(c for c, spec in cats.items() if spec.get("exemptible"))
+    allowed = f"exemptible categories: {', '.join(exemptible) or 'none'}"
+    for c in a.exempt:
+        if c not in cats:
+            raise UsageError(f"unknown category {c!r} in this bundle's constitution ({allowed})")
+        if c not in exemptible:
+            raise UsageError(f"category {c!r} is not exemptible ({allowed})")
+    return [ExemptionInfo(c, until) for c in dict.fromkeys(a.exempt)]
+
+
+def _exemptions_json(exemptions: Sequence[Any]) -> list[dict[str, str]]:
+    return [{"category": e.category, "until": e.until.isoformat()} for e in exemptions]
+
+
+def cmd_keys_add(a: argparse.Namespace) -> int:
+    from asl3.store import Store
+
+    exemptions = _key_exemptions(a)
+    with Store(a.db) as store:
+        new = store.add_key(a.name, exemptions)
+    if a.json:
+        print(json.dumps({"name": new.name, "key": new.key, "prefix": new.prefix,
+                          "exemptions": _exemptions_json(exemptions)}))
+    else:
+        print(new.key)
+    sys.stderr.write(f"asl3: store this key for {new.name!r} now: it cannot be shown again "
+                     f"('asl3 keys list' shows it as {new.prefix}...)\n")
+    return 0
+
+
+def cmd_keys_list(a: argparse.Namespace) -> int:
+    from asl3.store import Store
+
+    with Store(a.db) as store:
+        keys = store.list_keys()
+    if a.json:
+        print(json.dumps([{"name": k.name, "prefix": k.prefix, "created": k.created.isoformat(),
+                           "revoked": k.revoked.isoformat() if k.revoked else None,
+                           "exemptions": _exemptions_json(k.exemptions)} for k in keys], indent=2))
+        return 0
+    from datetime import datetime, timezone
+
+    from rich.console import Console
+    from rich.table import Table
+
+    now = datetime.now(timezone.utc)
+    t = Table(title=f"asl3 keys ({store.url})")
+    for c in ("name", "prefix", "created (UTC)", "status", "exemptions"):
+        t.add_column(c)
+    for k in keys:
+        ex = ", ".join(f"{e.category} until {e.until:%Y-%m-%d %H:%M}"
+                       + (" (expired)" if e.until <= now else "") for e in k.exemptions)
+        status = f"revoked {k.revoked:%Y-%m-%d %H:%M}" if k.revoked else "active"
+        t.add_row(k.name, f"{k.prefix}...", f"{k.created:%Y-%m-%d %H:%M}", status, ex or "-")
+    Console().print(t)
+    return 0
+
+
+def cmd_keys_revoke(a: argparse.Namespace) -> int:
+    from asl3.store import Store
+
+    with Store(a.db) as store:
+        n = store.revoke(a.target)
+    if n == 0:
+        raise UsageError(f"no active key matches {a.target!r} (give a principal name or a key "
+                         "prefix from 'asl3 keys list')")
+    if a.json:
+        print(json.dumps({"target": a.target, "revoked": n}))
+    else:
+        print(f"revoked {n} key{'s' if n != 1 else ''} matching {a.target!r}")
+    return 0
+
+
+def _add_db_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", metavar="URL", help="key store: sqlite:///FILE or "
+                   "postgresql://USER@HOST/DB (default: $ASL3_DB or sqlite:///asl3.db)")
+
+
 # -- parser --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="asl3", formatter_class=_fmt, description=(
@@ -312,6 +461,100 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_stage2_argument(e)
     e.set_defaults(func=cmd_eval)
+    s = sub.add_parser("serve", help="run the guard gateway (an OpenAI-compatible proxy)",
+                       formatter_class=_fmt, description=(
+        "Serve the OpenAI Chat Completions API in front of a model: prompts are checked before\n"
+        "they reach it, generated text is checked as it streams and only released once judged;\n"
+        "a block answers HTTP 400 (input) or ends the stream with finish_reason content_filter\n"
+        "(output). Clients authenticate with keys from 'asl3 keys add'. Every decision goes to\n"
+        "the event store (SQLite file by default, or PostgreSQL).\n\n"
+        "examples:\n"
+        "  asl3 serve --upstream echo --allow-anonymous          # demo model, no key needed\n"
+        "  asl3 serve --upstream http://localhost:8001/v1 --db postgresql://asl3@localhost/asl3\n"
+        "  curl localhost:8000/v1/chat/completions -H 'content-type: application/json' \\\n"
+        "       -d '{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}'"))
+    s.add_argument("--upstream", required=True, metavar="URL|echo",
+                   help="the model server's OpenAI-compatible base URL (e.g. "
+                        "http://localhost:8001/v1 for vLLM, llama.cpp or Ollama), or 'echo', a "
+                        "built-in demo model that streams the last user message back")
+    s.add_argument("--upstream-key-env", metavar="VAR",
+                   help="environment variable with the upstream's API key, if it needs one")
+    s.add_argument("--bundle", metavar="DIR", help="classifier bundle (default: the bundled model)")
+    s.add_argument("--db", metavar="URL", help="event and key store: sqlite:///FILE or "
+                   "postgresql://USER@HOST/DB (default: $ASL3_DB or sqlite:///asl3.db)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    s.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="worker processes (default 1); each loads its own classifier")
+    s.add_argument("--allow-anonymous", action="store_true",
+                   help="accept requests without an API key (off by default)")
+    s.add_argument("--retain-text", choices=["none", "blocked", "all"], default="blocked",
+                   help="which requests' texts the store keeps for offline review (default: "
+                        "blocked ones)")
+    s.add_argument("--retention-days", type=float, default=30.0, metavar="D",
+                   help="erase stored texts older than D days (default 30)")
+    s.add_argument("--max-body", type=int, default=2 * 1024 * 1024, metavar="BYTES",
+                   help="largest request body accepted; bigger ones get 413 (default 2 MiB)")
+    s.add_argument("--connect-timeout", type=float, default=5.0, metavar="S",
+                   help="upstream connect timeout in seconds (default 5)")
+    s.add_argument("--read-timeout", type=float, default=120.0, metavar="S",
+                   help="longest wait for the upstream's next byte; then 504 (default 120)")
+    s.add_argument("--echo-delay", type=float, default=0.0, metavar="S",
+                   help="seconds between the echo model's tokens (to watch streaming)")
+    s.add_argument("--quiet", action="store_true", help="log warnings only")
+    _add_stage2_argument(s)
+    s.set_defaults(func=cmd_serve)
+
+    kp = sub.add_parser("keys", help="create, list and revoke the gateway's API keys",
+                        formatter_class=_fmt, description=(
+        "API keys for 'asl3 serve'. A key is shown once, when it is created; the store keeps\n"
+        "only its SHA-256 and a short prefix to name it by. A principal (NAME) may hold several\n"
+        "keys. Exemptions belong to the principal, only for categories the bundle's constitution\n"
+        "marks exemptible, and always expire.\n\n"
+        "examples:\n"
+        "  asl3 keys add alice\n"
+        "  asl3 keys add lab-7 --exempt bio.acquisition --until 2026-12-31\n"
+        "  asl3 keys list --db postgresql://asl3@localhost/asl3\n"
+        "  asl3 keys revoke alice                  # or one key by prefix: asl3_AbCdEfG"))
+    ksub = kp.add_subparsers(dest="keys_command", metavar="ACTION", parser_class=_Parser,
+                             required=True)
+    ka = ksub.add_parser("add", help="create a key (printed once) for a principal",
+                         formatter_class=_fmt, description=(
+        "Create an API key for principal NAME (created if new) and print it once.\n\n"
+        "examples:\n"
+        "  asl3 keys add alice\n"
+        "  asl3 keys add lab-7 --exempt bio.acquisition --exempt bio.production \\\n"
+        "      --until 2026-12-31 --json"))
+    ka.add_argument("name", metavar="NAME", help="the principal (a person, team or service)")
+    ka.add_argument("--exempt", action="append", metavar="CATEGORY",
+                    help="exempt the principal from this exemptible category (repeatable; "
+                         "needs --until)")
+    ka.add_argument("--until", metavar="DATE",
+                    help="when the exemptions end: ISO date (00:00 UTC that day) or datetime")
+    ka.add_argument("--bundle", metavar="DIR",
+                    help="bundle whose constitution lists the categories (default: bundled model)")
+    _add_db_argument(ka)
+    ka.add_argument("--json", action="store_true", help="print name, key, prefix as JSON")
+    ka.set_defaults(func=cmd_keys_add)
+    kl = ksub.add_parser("list", help="list keys (prefixes only; keys are never stored)",
+                         formatter_class=_fmt, description=(
+        "List every key with its principal, prefix, status and exemptions.\n\n"
+        "example:\n"
+        "  asl3 keys list --json"))
+    _add_db_argument(kl)
+    kl.add_argument("--json", action="store_true", help="print the list as JSON")
+    kl.set_defaults(func=cmd_keys_list)
+    kr = ksub.add_parser("revoke", help="revoke a principal's keys, or one key by prefix",
+                         formatter_class=_fmt, description=(
+        "Revoke every key of principal NAME, or the one key whose prefix is PREFIX. The gateway\n"
+        "stops accepting it within its key cache time (seconds).\n\n"
+        "examples:\n"
+        "  asl3 keys revoke alice\n"
+        "  asl3 keys revoke asl3_AbCdEfG"))
+    kr.add_argument("target", metavar="NAME|PREFIX")
+    _add_db_argument(kr)
+    kr.add_argument("--json", action="store_true", help="print the count as JSON")
+    kr.set_defaults(func=cmd_keys_revoke)
     return p
 
 

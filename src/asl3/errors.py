@@ -17,3 +17,7 @@ class DatasetError(Asl3Error):
 
 class BundleError(Asl3Error):
     """A model bundle is missing, incomplete, or fails its SHA-256 manifest check."""
+
+
+class StoreError(Asl3Error):
+    """The event and key store cannot be opened or used (bad URL, database unreachable)."""
