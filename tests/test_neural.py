@@ -91,6 +91,9 @@ def test_stage_2_reads_only_what_stage_1_finds_suspicious(two_stage_guard, proxy
     g.check_input(recipe)
     assert len(enc.calls) == 1
     assert enc.calls[0] == g.scorer.candidates(views(recipe), 4)
+    # the inline part a server runs first: stage 1's verdict below the gate, else "ask stage 2"
+    assert g.check_input_stage1(plain) == g.check_input(plain)
+    assert g.check_input_stage1(recipe) is None and len(enc.calls) == 1  # never encodes
 
 
 @needs_neural

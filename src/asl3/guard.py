@@ -182,8 +182,24 @@ class Guard:
         """Score a user message (or a whole chat) before it reaches the model."""
         if not isinstance(text, str):
             text = messages_text(text)
-        threshold = self.input_threshold
         score, s = self.input_score(text)
+        return self._input_verdict(score, s, principal)
+
+    def check_input_stage1(self, text: str, principal: Principal | None = None) -> Verdict | None:
+        """``check_input``'s verdict when stage 1 alone decides it (no second stage, or a score
+        under the gate), else None: then call ``check_input``.
+
+        Why: a server can run this cheap, bounded part inline and send only the few inputs
+        that need the encoder to a worker thread."""
+        vs = views(text)
+        s = self.scorer.input_views(vs)
+        if self.stage2 is not None and s.score >= neural.gate(self.input_threshold):
+            return None
+        score = s.score if self.stage2 is None else neural.combine(s.score, 0.0)
+        return self._input_verdict(score, s, principal)
+
+    def _input_verdict(self, score: float, s: Score, principal: Principal | None) -> Verdict:
+        threshold = self.input_threshold
         exempted: tuple[str, ...] = ()
         mask, ex = self._exempt(principal)
         if mask is not None and score >= threshold:

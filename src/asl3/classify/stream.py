@@ -309,20 +309,25 @@ class OutputMonitor:
     def _prefix_scores(self, toks: list[str], points: list[int]) -> np.ndarray:
         """_score_now()'s score after the first n tokens, for each n in ``points``."""
         H = self._model.hidden
+        index, W1, wt = self._feat.index, self._model.W1, self._model.wt
+        word = [self._word_row(t) for t in toks]
         rows = np.zeros((len(toks) + 1, H), dtype=np.float64)  # row 0: nothing yet
         k = np.zeros(len(toks) + 1, dtype=np.float64)
-        index, W1, wt = self._feat.index, self._model.W1, self._model.wt
+        if word:
+            rows[1:] = np.stack([r for r, _ in word])
+            k[1:] = [kk for _, kk in word]
+        at, ids = [], []  # bigram features: token position, feature id
         prev = self._prev_tok
         for j, t in enumerate(toks, 1):
-            r, kk = self._word_row(t)
-            rows[j] = r
-            k[j] = kk
             if prev is not None:
                 b = index.get(bigram_feature(prev, t))
                 if b is not None:
-                    rows[j] += W1[b]
-                    k[j] += float(wt[b])
+                    at.append(j)
+                    ids.append(b)
             prev = t
+        if at:
+            rows[at] += W1[ids]  # one bigram per position: no repeated indices
+            k[at] += wt[ids]
         S = np.cumsum(rows, axis=0)
         N = np.cumsum(k)
         n = np.asarray(points, dtype=np.int64)
