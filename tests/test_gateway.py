@@ -263,3 +263,35 @@ def test_every_request_is_recorded_when_the_server_stops(guard, db):
     t = time.monotonic()
     assert len(events(db)) == n
     assert time.monotonic() - t < 5
+
+
+def test_asl3_serve_with_two_workers_records_every_request_and_drains_on_ctrl_c(db):
+    """The real command line: worker processes get their settings from the environment."""
+    import signal
+    import subprocess
+    import sys
+
+    port = free_port()
+    asl3 = str(Path(sys.executable).with_name("asl3"))
+    proc = subprocess.Popen([asl3, "serve", "--upstream", "echo", "--allow-anonymous", "--workers",
+                             "2", "--port", str(port), "--db", db, "--stage2", "off", "--quiet"],
+                            stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                httpx.get(f"{base}/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "asl3 serve did not come up"
+                time.sleep(0.3)
+        for _ in range(20):
+            r = httpx.post(f"{base}/v1/chat/completions", json={"model": "m", "messages": USER},
+                           timeout=30)
+            assert r.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+    assert len(events(db)) == 20

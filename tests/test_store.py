@@ -424,3 +424,9 @@ def test_the_store_imports_no_model_code():
                 top = name.split(".")[0]
                 assert top in sys.stdlib_module_names or top == "sqlalchemy" or name in (
                     "asl3.errors",) or name.startswith("asl3.store"), f"{f.name} imports {name}"
+
+
+def test_a_database_other_than_sqlite_or_postgresql_is_refused_in_one_line():
+    with pytest.raises(StoreError, match="SQLite .* or PostgreSQL") as err:
+        Store("mysql://user:secret@localhost/db")
+    assert "secret" not in str(err.value) and "\n" not in str(err.value)

@@ -242,13 +242,14 @@ def cmd_serve(a: argparse.Namespace) -> int:
         read_timeout=a.read_timeout, retain_text=a.retain_text, retention_days=a.retention_days,
         echo_delay=a.echo_delay)
     where = f"http://{a.host}:{a.port}/v1"
-    sys.stderr.write(f"asl3 gateway: {where} -> upstream {cfg.upstream}; "
-                     f"{a.workers} worker(s); Ctrl-C stops\n")
+    banner = (f"asl3 gateway: {where} -> upstream {cfg.upstream}; {a.workers} worker(s); "
+              "Ctrl-C stops\n")
     level = "warning" if a.quiet else "info"
     if a.workers == 1:
         from asl3.gateway.app import create_app
 
         app = create_app(cfg)  # bad bundle, store or upstream settings fail here, in one line
+        sys.stderr.write(banner)
         uvicorn.run(app, host=a.host, port=a.port, log_level=level)
         return 0
     from asl3.classify.bundle import load_bundle
@@ -257,6 +258,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
     load_bundle(cfg.bundle or default_bundle_path())  # fail early, before workers start
     Store(cfg.db).close()
+    sys.stderr.write(banner)
     os.environ.update(cfg.to_env())
     uvicorn.run("asl3.gateway.app:create_app_from_env", factory=True, host=a.host, port=a.port,
                 workers=a.workers, log_level=level)

@@ -34,9 +34,13 @@ def resolve_url(url: str | None) -> URL:
         if raw.startswith(scheme):
             raw = "postgresql+psycopg://" + raw[len(scheme):]
     try:
-        return make_url(raw)
+        parsed = make_url(raw)
     except (ArgumentError, ValueError) as e:
         raise StoreError(f"store URL {mask_raw(raw)!r} is not a database URL ({e})") from None
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise StoreError(f"store URL {display(parsed)!r}: asl3 stores events in SQLite "
+                         "(sqlite:///FILE) or PostgreSQL (postgresql://USER@HOST/DB)")
+    return parsed
 
 
 def mask_raw(raw: str) -> str:
