@@ -201,3 +201,34 @@ def test_a_harmless_looking_prompt_does_not_let_a_harmful_response_through(pguar
     rows = [r for r in read_jsonl(PROXY / "test.jsonl") if r.kind == "output" and r.label == "harmful"]
     blocked = sum(pguard.check_output(r.text, prompt)[0].blocked for r in rows)
     assert blocked / len(rows) >= 0.9
+
+
+def test_the_output_floor_blocks_when_either_context_reaches_its_own_threshold(guard):
+    """Default bundle: a response blocks iff its score after the prompt reaches
+    thresholds.output or its prompt-free score reaches thresholds.output_floor."""
+    th = guard.thresholds
+    assert guard.scorer.output_floor and "output_floor" in th
+    rows = [r for r in read_jsonl(Path(__file__).parents[1] / "data" / "train" / "outputs.jsonl")][::9]
+    prompts = [None, "Write a poem."]
+
+    def alone_and_with(text: str, prompt: str | None) -> tuple[float, float]:
+        guard.scorer.output_floor = False
+        try:
+            with_p = guard.monitor_output(prompt, threshold=float("inf"))
+            with_p.run(text)
+            alone = guard.monitor_output(None, threshold=float("inf"))
+            alone.run(text)
+        finally:
+            guard.scorer.output_floor = True
+        return with_p.max_score, alone.max_score
+
+    seen = set()
+    for r in rows:
+        for prompt in [r.prompt, *prompts]:
+            s_p, s_a = alone_and_with(r.text, prompt)
+            expect = s_a >= th["output_floor"] or (prompt is not None and s_p >= th["output"])
+            if abs(s_a - th["output_floor"]) < 1e-4 or abs(s_p - th["output"]) < 1e-4:
+                continue  # too close to call through float rounding
+            assert guard.check_output(r.text, prompt)[0].blocked == expect
+            seen.add(expect)
+    assert seen == {True, False}

@@ -77,13 +77,13 @@ class Principal:
 
 
 def floor_offset(thresholds: Mapping[str, float]) -> float:
-    """How far (in logits) the prompt-free output score is lowered so that the one output
-    threshold applies to it at its own calibrated level, ``output_floor``."""
+    """How far (in logits) the prompt-free output score is moved (down when positive) so that
+    the one output threshold applies to it at its own calibrated level, ``output_floor``."""
     t, f = thresholds.get("output"), thresholds.get("output_floor")
     if t is None or f is None:
         return 0.0
     logit = lambda p: math.log(p / (1.0 - p))  # noqa: E731
-    return max(0.0, logit(f) - logit(t))
+    return logit(f) - logit(t)  # negative when the floor's threshold is the lower one
 
 
 def default_bundle_path() -> Path:

@@ -158,15 +158,14 @@ class MeanMLP:
             pre = ((csum[ends] - csum[starts]) / counts).astype(np.float32)
         else:
             pre = np.zeros((len(starts), H), dtype=np.float32)
-        if prompt is not None and prompt.ndim == 2 and len(prompt) > 1:
+        if prompt is not None:
             # one set of rows per prompt context (see Scorer.prompt_context)
-            k, m = len(prompt), len(starts)
-            pre = (pre[None, :, :] + prompt[:, None, :]).reshape(-1, H)
+            contexts = prompt.reshape(-1, H)
+            k, m = len(contexts), len(starts)
+            pre = (pre[None, :, :] + contexts[:, None, :]).reshape(-1, H)
             starts, ends = np.tile(starts, k), np.tile(ends, k)
             if offsets is not None and np.any(offsets):
                 h = np.maximum(pre + self.b1, 0.0)
                 z = h @ self.W2 + self.b2 + np.repeat(offsets, m)[:, None]
                 return WindowScores(sigmoid(z), starts, ends)
-        elif prompt is not None:
-            pre = pre + prompt.reshape(-1)
         return WindowScores(self.probs_from_pre(pre), starts, ends)

@@ -77,8 +77,7 @@ class Scorer:
                 spans = (segment_spans(pos.segment_starts, pos.n_tokens, self.window,
                                        self.segment_min, self.segment_edge)
                          if sentences and self.segment_min else [])
-                offsets = (self.context_offsets(prompt)
-                           if prompt is not None and prompt.ndim == 2 else None)
+                offsets = self.context_offsets(prompt) if prompt is not None else None
                 for window, stride in scales or self.scales:
                     s = float(model.windows(sums, window, stride, prompt, spans, offsets)
                               .probs[:, 0].max())
@@ -154,10 +153,11 @@ class Scorer:
         return np.concatenate([term, none]) if self.output_floor else term
 
     def context_offsets(self, prompt_term: np.ndarray) -> np.ndarray:
-        """Logit offsets, one per row of a prompt term (0 for the prompt, the floor's for none)."""
+        """Logit offsets, one per row of a prompt term: 0 for the prompt's row; with the floor,
+        the last row (the prompt-free one, alone when there is no prompt) gets the floor's."""
         off = np.zeros(len(prompt_term), dtype=np.float32)
-        if len(prompt_term) > 1:
-            off[1:] = -self.floor_offset
+        if self.output_floor:
+            off[-1] = -self.floor_offset
         return off
 
     def output(self, text: str, prompt_term: np.ndarray) -> Score:

@@ -81,6 +81,11 @@ class TrainConfig:
     # of their own. Without it the output model judged the prompt more than the response: a
     # harmful skeleton after "Write a poem." passed 114 times in 116 (train outputs).
     output_prompt_swap: float = 0.5
+    # Share of harmless output examples trained with no prompt, so the prompt-free floor learns
+    # both classes. 0.25 halted 109-120/120 dev harmful outputs after benign prompts (against
+    # 71-75), but with 1.5-4% false halts: 126 harmless calibration outputs cannot set the
+    # floor's 0.5% share of the budget. Off until the calibration split has more outputs.
+    output_prompt_drop: float = 0.0
     # "floor": a response's score is the max of its score with and without its prompt (the
     # prompt may add suspicion, never remove it); "prompt": with its prompt only.
     output_context: str = "floor"
@@ -414,7 +419,7 @@ def _harmless_windows(toks: list[str], scales: Sequence[tuple[int, int]], rng: r
 
 
 def _output_examples(rows: Sequence[Row], origin: dict[str, str] | None = None,
-                     rng: random.Random | None = None, swap: float = 0.0
+                     rng: random.Random | None = None, swap: float = 0.0, drop: float = 0.0
                      ) -> tuple[list[str], list[str], list[str]]:
     """Growing prefixes of the canonical view (the stream), and every other view whole.
 
@@ -432,6 +437,8 @@ def _output_examples(rows: Sequence[Row], origin: dict[str, str] | None = None,
         p = canonical(r.prompt) if r.prompt else ""
         if r.label == "harmful" and swap and rng.random() < swap:
             p = rng.choice(pool)
+        elif r.label != "harmful" and drop and rng.random() < drop:
+            p = ""  # the prompt-free context (the floor) must learn harmless responses too
         vs = views(r.text)
         payload = _payload_words(origin.get(r.text, r.text)) if r.label == "harmful" else None
         if payload is None or _carries(vs[0].text, payload):
@@ -634,7 +641,8 @@ def train(cfg: TrainConfig, progress: Progress = _noop) -> dict[str, Any]:
                                           origin, cfg.segment_min_tokens,
                                           cfg.segment_edge_min_tokens)
     out_texts, out_prompts, out_labels = _output_examples(
-        out_rows, origin, random.Random(cfg.seed + 3), cfg.output_prompt_swap)
+        out_rows, origin, random.Random(cfg.seed + 3), cfg.output_prompt_swap,
+        cfg.output_prompt_drop)
     # Two cores do the work: stage 2's encoder (torch releases the GIL) runs while stage 1
     # featurizes and fits, and the input and output models fit side by side (scipy's sparse
     # products release the GIL too). Each fit has its own seed, so the result is the same.
