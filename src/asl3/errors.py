@@ -21,3 +21,15 @@ class BundleError(Asl3Error):
 
 class StoreError(Asl3Error):
     """The event and key store cannot be opened or used (bad URL, database unreachable)."""
+
+
+class SecurityError(Asl3Error):
+    """An identity, sealed box or encrypted file is unreadable, forged or tampered with."""
+
+
+class IdentityError(SecurityError):
+    """An identity file is missing, malformed, too widely readable, or its passphrase is wrong."""
+
+
+class VaultError(SecurityError):
+    """A vault action was refused: it names the request, file or approval that was wrong."""

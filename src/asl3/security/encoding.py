@@ -1,0 +1,47 @@
+"""Canonical JSON, base64 and strict JSON files: the exact bytes that are signed or hashed.
+
+Signatures and hashes are only meaningful when both sides serialize the same object to the
+same bytes, so every signed or hashed structure goes through `canonical`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+
+def canonical(obj: Any) -> bytes:
+    """Sorted keys, no spaces, UTF-8: one byte string per JSON value."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(text: str, what: str) -> bytes:
+    """Decode base64 or raise ValueError naming the field (callers turn it into their error)."""
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError, AttributeError):
+        raise ValueError(f"{what} is not valid base64") from None
+
+
+def read_json_object(path: Path, error: type[Exception], missing: str, bad: str) -> dict[str, Any]:
+    """A JSON object from a file, or `error(missing)` / `error(bad + reason)`: one line each."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(missing) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"{bad} ({e})") from None
+    if not isinstance(doc, dict):
+        raise error(f"{bad} (not a JSON object)")
+    return doc
