@@ -1,7 +1,8 @@
 """The `asl3` command: thin argument parsing and printing over the library.
 
 Every command exits 0 on success and 2 on bad usage or bad input, with a one-line reason on
-stderr (never a traceback). Long work shows a progress bar on stderr.
+stderr (never a traceback). Long work shows a progress bar on stderr. Each command group of
+the security tools lives in its own module here and registers itself with `add_parsers`.
 """
 
 from __future__ import annotations
@@ -9,50 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from asl3.cli import vault as vault_cli
+from asl3.cli.common import EXIT_BAD_INPUT, Parser, UsageError, fmt, progress_bar
 from asl3.errors import Asl3Error
 
-EXIT_BAD_INPUT = 2
-
-
-class UsageError(Asl3Error):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2
-        self.print_usage(sys.stderr)
-        sys.stderr.write(f"asl3: error: {message}\n")
-        raise SystemExit(EXIT_BAD_INPUT)
-
-
-def _fmt(prog: str) -> argparse.HelpFormatter:
-    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
-
-
-@contextmanager
-def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]:
-    """A rich progress display on stderr; yields a ``progress(stage, done, total)`` callback."""
-    if not enabled:
-        yield lambda stage, done, total: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    tasks: dict[str, Any] = {}
-    with Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=Console(stderr=True), transient=False) as p:
-
-        def cb(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = p.add_task(stage, total=max(total, 1))
-            p.update(tasks[stage], completed=done, total=max(total, 1))
-
-        yield cb
+__all__ = ["EXIT_BAD_INPUT", "UsageError", "build_parser", "main", "progress_bar"]
 
 
 # -- train ---------------------------------------------------------------------------------
@@ -376,289 +342,20 @@ def _add_db_argument(p: argparse.ArgumentParser) -> None:
                    "postgresql://USER@HOST/DB (default: $ASL3_DB or sqlite:///asl3.db)")
 
 
-# -- identity and vault --------------------------------------------------------------------
-_BIG = 64 * 1024 * 1024  # progress bars for put/open only from this many bytes
-
-
-def _passphrase(a: argparse.Namespace) -> bytes | None:
-    import os
-
-    var = getattr(a, "passphrase_env", None)
-    if not var:
-        return None
-    value = os.environ.get(var)
-    if not value:
-        raise UsageError(f"environment variable {var} is not set or empty")
-    return value.encode()
-
-
-def _identity(a: argparse.Namespace) -> Any:
-    from asl3.security import identity
-
-    return identity.load(a.key, _passphrase(a))
-
-
-def _parse_duration(text: str) -> Any:
-    """30m, 4h, 2d, 90s -> timedelta."""
-    import re
-    from datetime import timedelta
-
-    m = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", text)
-    if not m or int(m.group(1)) == 0:
-        raise UsageError(f"--ttl {text!r} is not a duration like 30m, 4h or 2d")
-    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
-    return timedelta(**{unit: int(m.group(1))})
-
-
-@contextmanager
-def _big_progress(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
-    """A progress callback that opens a bar only once a file of _BIG bytes or more shows up."""
-    from contextlib import ExitStack
-
-    with ExitStack() as stack:
-        inner: list[Callable[[str, int, int], None]] = []
-
-        def cb(stage: str, done: int, total: int) -> None:
-            if not inner:
-                if not enabled or total < _BIG:
-                    return
-                inner.append(stack.enter_context(progress_bar(True)))
-            inner[0](stage, done, total)
-
-        yield cb
-
-
-def _print_public(pub: Any, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(pub.to_dict(), indent=2))
-    else:
-        print(f"{pub.name}  fingerprint {pub.fingerprint}")
-
-
-def cmd_identity_new(a: argparse.Namespace) -> int:
-    from asl3.security import identity
-
-    pub_path = Path(f"{a.out}.pub")
-    if pub_path.exists():
-        raise UsageError(f"{pub_path}: already exists; refusing to overwrite")
-    ident = identity.new(a.name)
-    identity.save(ident, a.out, _passphrase(a))
-    identity.save_public(ident.public(), pub_path)
-    _print_public(ident.public(), a.json)
-    sys.stderr.write(f"asl3: private key in {a.out} (mode 0600); give {pub_path} to the vault\n")
-    return 0
-
-
-def cmd_identity_show(a: argparse.Namespace) -> int:
-    from asl3.security import identity
-
-    _print_public(identity.load_public(a.file), a.json)
-    return 0
-
-
-def cmd_vault_init(a: argparse.Namespace) -> int:
-    from asl3.security import identity
-    from asl3.security.vault import Vault
-
-    v = Vault.init(a.dir, [identity.load_public(c) for c in a.custodian], a.threshold)
-    out = {"vault": str(v.path), "vault_id": v.vault_id, "threshold": v.threshold,
-           "custodians": [c.name for c in v.custodians.values()]}
-    print(json.dumps(out) if a.json else
-          f"vault {v.path}: {v.threshold} of {len(v.custodians)} custodians must approve")
-    return 0
-
-
-def cmd_vault_put(a: argparse.Namespace) -> int:
-    from asl3.security.vault import Vault
-
-    with _big_progress(not a.quiet) as cb:
-        res = Vault(a.dir).put(a.model, a.files, chunk_size=a.chunk_size, progress=cb)
-    print(json.dumps(res) if a.json else
-          f"{a.model}: {len(res['files'])} file(s) encrypted, key {res['key_id']}")
-    return 0
-
-
-def cmd_vault_request(a: argparse.Namespace) -> int:
-    from asl3.security.vault import Vault
-
-    ttl = _parse_duration(a.ttl)
-    rid = Vault(a.dir).request(a.model, _identity(a), a.reason, ttl)
-    print(json.dumps({"request": rid}) if a.json else rid)
-    return 0
-
-
-def cmd_vault_approve(a: argparse.Namespace) -> int:
-    from asl3.security.vault import Vault
-
-    res = Vault(a.dir).approve(a.request, _identity(a))
-    if res["self_approval"]:
-        sys.stderr.write("asl3: recorded, but your approval of your own request does not count "
-                         "toward the quorum\n")
-    print(json.dumps(res) if a.json else f"approved {a.request} as {res['custodian']}")
-    return 0
-
-
-def cmd_vault_open(a: argparse.Namespace) -> int:
-    from asl3.security.vault import Vault
-
-    with _big_progress(not a.quiet) as cb:
-        written = Vault(a.dir).open(a.request, _identity(a), a.out, progress=cb)
-    print(json.dumps({"request": a.request, "files": [str(p) for p in written]}) if a.json
-          else "\n".join(str(p) for p in written))
-    return 0
-
-
-def cmd_vault_status(a: argparse.Namespace) -> int:
-    from asl3.security.vault import Vault
-
-    s = Vault(a.dir).status()
-    if a.json:
-        print(json.dumps(s, indent=2))
-        return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    con = Console()
-    con.print(f"vault {s['vault']}: {s['threshold']} of "
-              f"{', '.join(c['name'] for c in s['custodians'])}")
-    for m in s["models"]:
-        con.print(f"model {m['model']}: {len(m['files'])} file(s), "
-                  f"{sum(f['size'] for f in m['files'])} bytes")
-    t = Table(title="requests")
-    for c in ("id", "model", "requester", "state", "approvals", "reason"):
-        t.add_column(c)
-    for r in s["requests"]:
-        t.add_row(r["id"], r.get("model", "?"), r.get("requester", "?"), r["state"],
-                  f"{r.get('counted', 0)}/{r.get('threshold', '?')}", r.get("reason", ""))
-    con.print(t)
-    return 0
-
-
-def cmd_vault_revoke(a: argparse.Namespace) -> int:
-    from asl3.security.vault import Vault
-
-    Vault(a.dir).revoke(a.request, _identity(a))
-    print(json.dumps({"request": a.request, "revoked": True}) if a.json
-          else f"revoked {a.request}")
-    return 0
-
-
-def _add_as(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--as", dest="key", required=True, metavar="KEYFILE",
-                   help="your private identity file (from 'asl3 identity new')")
-    p.add_argument("--passphrase-env", metavar="VAR",
-                   help="read the key file's passphrase from this environment variable")
-
-
-def _group(sub: Any, name: str, helptext: str, description: str) -> Any:
-    """A command group (`asl3 NAME ACTION ...`); returns its sub-command registry."""
-    g = sub.add_parser(name, help=helptext, formatter_class=_fmt, description=description)
-    return g.add_subparsers(dest=f"{name}_command", metavar="ACTION", parser_class=_Parser,
-                            required=True)
-
-
-def _action(group: Any, name: str, helptext: str, example: str,
-            func: Callable[[argparse.Namespace], int], *,
-            json_help: str = "print the result as JSON") -> argparse.ArgumentParser:
-    """One action of a group: help, a description with an example, --json, its function."""
-    p = group.add_parser(name, help=helptext, formatter_class=_fmt,
-                         description=f"{helptext[0].upper()}{helptext[1:]}.\n\nexample:\n  {example}")
-    p.add_argument("--json", action="store_true", help=json_help)
-    p.set_defaults(func=func)
-    return p
-
-
-def _add_identity_parsers(sub: Any) -> None:
-    isub = _group(sub, "identity", "create and show identities (signing + sealing keys)", (
-        "An identity is an Ed25519 signing key and an X25519 key. The private file is created\n"
-        "with mode 0600 (refused later if others can read it); FILE.pub holds the public part.\n\n"
-        "examples:\n"
-        "  asl3 identity new alice --out alice.key\n"
-        "  ASL3_PASS=... asl3 identity new bob --out bob.key --passphrase-env ASL3_PASS\n"
-        "  asl3 identity show alice.key.pub"))
-    n = _action(isub, "new", "create an identity: private key file FILE (0600) and FILE.pub",
-                "asl3 identity new alice --out alice.key", cmd_identity_new,
-                json_help="print the public part as JSON")
-    n.add_argument("name", metavar="NAME")
-    n.add_argument("--out", required=True, metavar="FILE", help="private key file to create")
-    n.add_argument("--passphrase-env", metavar="VAR",
-                   help="encrypt the private keys with the passphrase in this variable")
-    sh = _action(isub, "show", "print the name and fingerprint of an identity file",
-                 "asl3 identity show alice.key.pub --json", cmd_identity_show,
-                 json_help="print the public part as JSON")
-    sh.add_argument("file", metavar="FILE", help="a public or private identity file")
-
-
-def _add_vault_parsers(sub: Any) -> None:
-    vsub = _group(sub, "vault", "encrypted weights under two-party authorization", (
-        "Model files encrypted in a vault directory; each model's key is split among the\n"
-        "custodians (K of N must approve) and never stored whole. A requester asks, K custodians\n"
-        "other than the requester approve, and only then can the requester decrypt.\n\n"
-        "example:\n"
-        "  asl3 vault init vault --custodian alice.key.pub bob.key.pub carol.key.pub\n"
-        "  asl3 vault put vault llm-7b weights/*.safetensors\n"
-        "  asl3 vault request vault llm-7b --as dave.key --reason 'eval run' --ttl 4h\n"
-        "  asl3 vault approve vault REQUEST --as alice.key     # and again as bob\n"
-        "  asl3 vault open vault REQUEST --as dave.key --out /secure/llm-7b"))
-
-    def add(name: str, helptext: str, example: str, func: Callable[[argparse.Namespace], int],
-            **kw: str) -> argparse.ArgumentParser:
-        p = _action(vsub, name, helptext, example, func, **kw)
-        p.add_argument("dir", metavar="DIR", help="the vault directory")
-        return p
-
-    i = add("init", "create a vault with its custodians",
-            "asl3 vault init vault --custodian a.pub b.pub c.pub --threshold 2", cmd_vault_init)
-    i.add_argument("--custodian", nargs="+", required=True, metavar="PUBFILE",
-                   help="custodians' public identity files")
-    i.add_argument("--threshold", type=int, default=2, metavar="K",
-                   help="approvals needed to open (default 2, at least 2)")
-    p = add("put", "encrypt model files into the vault",
-            "asl3 vault put vault llm-7b model.safetensors config.json", cmd_vault_put)
-    p.add_argument("model", metavar="MODEL")
-    p.add_argument("files", nargs="+", metavar="FILE")
-    p.add_argument("--chunk-size", type=int, default=4 * 1024 * 1024, metavar="BYTES",
-                   help="encryption chunk size (default 4 MiB)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    r = add("request", "ask for access to a model (prints the request id)",
-            "asl3 vault request vault llm-7b --as dave.key --reason 'eval' --ttl 4h",
-            cmd_vault_request)
-    r.add_argument("model", metavar="MODEL")
-    r.add_argument("--reason", required=True, metavar="TEXT", help="why access is needed")
-    r.add_argument("--ttl", required=True, metavar="DURATION",
-                   help="how long the grant lasts once approved: 30m, 4h, 2d (at most 30d)")
-    _add_as(r)
-    ap = add("approve", "approve a request as a custodian",
-             "asl3 vault approve vault REQUEST --as alice.key", cmd_vault_approve)
-    ap.add_argument("request", metavar="REQUEST")
-    _add_as(ap)
-    o = add("open", "decrypt an approved request's model files",
-            "asl3 vault open vault REQUEST --as dave.key --out /secure/llm-7b", cmd_vault_open)
-    o.add_argument("request", metavar="REQUEST")
-    o.add_argument("--out", required=True, metavar="PATH", help="directory for the files")
-    o.add_argument("--quiet", action="store_true", help="no progress bars")
-    _add_as(o)
-    add("status", "show custodians, models and requests", "asl3 vault status vault --json",
-        cmd_vault_status, json_help="print the status as JSON")
-    rv = add("revoke", "withdraw a request (its requester or a custodian)",
-             "asl3 vault revoke vault REQUEST --as alice.key", cmd_vault_revoke)
-    rv.add_argument("request", metavar="REQUEST")
-    _add_as(rv)
-
 
 # -- parser --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="asl3", formatter_class=_fmt, description=(
+    p = Parser(prog="asl3", formatter_class=fmt, description=(
         "ASL-3 safeguards: constitutional classifiers and their tools.\n\n"
         "examples:\n"
         "  asl3 check \"How do vaccines train the immune system?\"\n"
         "  asl3 eval --data data/dev/inputs.jsonl --report report.html\n"
         "  asl3 train --constitution cbrn --data data/train/inputs.jsonl --out my-bundle\n"
         "  asl3 vault status vault/"))
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     t = sub.add_parser("train", help="train a classifier bundle from a constitution",
-                       formatter_class=_fmt, description=(
+                       formatter_class=fmt, description=(
         "Expand a constitution into synthetic data (plus your seed files), augment it with\n"
         "jailbreak-style transforms, train the input and streaming output classifiers, and\n"
         "calibrate their thresholds on a separate harmless split to a target false-positive\n"
@@ -689,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     gn = sub.add_parser("generate", help="expand a constitution into a labelled JSONL dataset",
-                        formatter_class=_fmt, description=(
+                        formatter_class=fmt, description=(
         "Write synthetic rows (categories x phrasings x styles x lengths) for a constitution,\n"
         "offline or with any OpenAI-compatible LLM, optionally with jailbreak-style augmentation.\n\n"
         "examples:\n"
@@ -707,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     gn.set_defaults(func=cmd_generate)
 
     c = sub.add_parser("check", help="classify one text and print the verdict as JSON",
-                       formatter_class=_fmt, description=(
+                       formatter_class=fmt, description=(
         "Classify TEXT (or standard input with '-') as a user request, or with --output as a\n"
         "model response to --prompt, streamed word by word. Prints the verdict as JSON.\n\n"
         "examples:\n"
@@ -721,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_check)
 
     e = sub.add_parser("eval", help="measure a bundle on labelled JSONL data",
-                       formatter_class=_fmt, description=(
+                       formatter_class=fmt, description=(
         "Block rate on harmful rows, false-positive rate on harmless rows, by category, transform\n"
         "and source; for outputs, harmful streams halted and characters released before the\n"
         "halt; latency.\n\n"
@@ -735,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stage2_argument(e)
     e.set_defaults(func=cmd_eval)
     s = sub.add_parser("serve", help="run the guard gateway (an OpenAI-compatible proxy)",
-                       formatter_class=_fmt, description=(
+                       formatter_class=fmt, description=(
         "Serve the OpenAI Chat Completions API in front of a model: prompts are checked before\n"
         "they reach it, generated text is checked as it streams and only released once judged;\n"
         "a block answers HTTP 400 (input) or ends the stream with finish_reason content_filter\n"
@@ -779,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve)
 
     kp = sub.add_parser("keys", help="create, list and revoke the gateway's API keys",
-                        formatter_class=_fmt, description=(
+                        formatter_class=fmt, description=(
         "API keys for 'asl3 serve'. A key is shown once, when it is created; the store keeps\n"
         "only its SHA-256 and a short prefix to name it by. A principal (NAME) may hold several\n"
         "keys. Exemptions belong to the principal, only for categories the bundle's constitution\n"
@@ -789,10 +486,10 @@ def build_parser() -> argparse.ArgumentParser:
         "  asl3 keys add lab-7 --exempt bio.acquisition --until 2026-12-31\n"
         "  asl3 keys list --db postgresql://asl3@localhost/asl3\n"
         "  asl3 keys revoke alice                  # or one key by prefix: asl3_AbCdEfG"))
-    ksub = kp.add_subparsers(dest="keys_command", metavar="ACTION", parser_class=_Parser,
+    ksub = kp.add_subparsers(dest="keys_command", metavar="ACTION", parser_class=Parser,
                              required=True)
     ka = ksub.add_parser("add", help="create a key (printed once) for a principal",
-                         formatter_class=_fmt, description=(
+                         formatter_class=fmt, description=(
         "Create an API key for principal NAME (created if new) and print it once.\n\n"
         "examples:\n"
         "  asl3 keys add alice\n"
@@ -810,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     ka.add_argument("--json", action="store_true", help="print name, key, prefix as JSON")
     ka.set_defaults(func=cmd_keys_add)
     kl = ksub.add_parser("list", help="list keys (prefixes only; keys are never stored)",
-                         formatter_class=_fmt, description=(
+                         formatter_class=fmt, description=(
         "List every key with its principal, prefix, status and exemptions.\n\n"
         "example:\n"
         "  asl3 keys list --json"))
@@ -818,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     kl.add_argument("--json", action="store_true", help="print the list as JSON")
     kl.set_defaults(func=cmd_keys_list)
     kr = ksub.add_parser("revoke", help="revoke a principal's keys, or one key by prefix",
-                         formatter_class=_fmt, description=(
+                         formatter_class=fmt, description=(
         "Revoke every key of principal NAME, or the one key whose prefix is PREFIX. The gateway\n"
         "stops accepting it within its key cache time (seconds).\n\n"
         "examples:\n"
@@ -828,8 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db_argument(kr)
     kr.add_argument("--json", action="store_true", help="print the count as JSON")
     kr.set_defaults(func=cmd_keys_revoke)
-    _add_identity_parsers(sub)
-    _add_vault_parsers(sub)
+    vault_cli.add_parsers(sub)
     return p
 
 
@@ -848,6 +544,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write("asl3: interrupted\n")
         return 130
 
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

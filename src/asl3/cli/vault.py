@@ -1,0 +1,220 @@
+"""`asl3 identity` and `asl3 vault`: thin parsing and printing over asl3.security."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from asl3.cli.common import (
+    UsageError,
+    action,
+    add_as,
+    big_progress,
+    group,
+    load_identity,
+    parse_duration,
+    passphrase,
+)
+
+
+def _print_public(pub: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(pub.to_dict(), indent=2))
+    else:
+        print(f"{pub.name}  fingerprint {pub.fingerprint}")
+
+
+def cmd_identity_new(a: argparse.Namespace) -> int:
+    from asl3.security import identity
+
+    pub_path = Path(f"{a.out}.pub")
+    if pub_path.exists():
+        raise UsageError(f"{pub_path}: already exists; refusing to overwrite")
+    ident = identity.new(a.name)
+    identity.save(ident, a.out, passphrase(a))
+    identity.save_public(ident.public(), pub_path)
+    _print_public(ident.public(), a.json)
+    sys.stderr.write(f"asl3: private key in {a.out} (mode 0600); give {pub_path} to the vault\n")
+    return 0
+
+
+def cmd_identity_show(a: argparse.Namespace) -> int:
+    from asl3.security import identity
+
+    _print_public(identity.load_public(a.file), a.json)
+    return 0
+
+
+def cmd_vault_init(a: argparse.Namespace) -> int:
+    from asl3.security import identity
+    from asl3.security.vault import Vault
+
+    v = Vault.init(a.dir, [identity.load_public(c) for c in a.custodian], a.threshold)
+    out = {"vault": str(v.path), "vault_id": v.vault_id, "threshold": v.threshold,
+           "custodians": [c.name for c in v.custodians.values()]}
+    print(json.dumps(out) if a.json else
+          f"vault {v.path}: {v.threshold} of {len(v.custodians)} custodians must approve")
+    return 0
+
+
+def cmd_vault_put(a: argparse.Namespace) -> int:
+    from asl3.security.vault import Vault
+
+    with big_progress(not a.quiet) as cb:
+        res = Vault(a.dir).put(a.model, a.files, chunk_size=a.chunk_size, progress=cb)
+    print(json.dumps(res) if a.json else
+          f"{a.model}: {len(res['files'])} file(s) encrypted, key {res['key_id']}")
+    return 0
+
+
+def cmd_vault_request(a: argparse.Namespace) -> int:
+    from asl3.security.vault import Vault
+
+    ttl = parse_duration(a.ttl)
+    rid = Vault(a.dir).request(a.model, load_identity(a), a.reason, ttl)
+    print(json.dumps({"request": rid}) if a.json else rid)
+    return 0
+
+
+def cmd_vault_approve(a: argparse.Namespace) -> int:
+    from asl3.security.vault import Vault
+
+    res = Vault(a.dir).approve(a.request, load_identity(a))
+    if res["self_approval"]:
+        sys.stderr.write("asl3: recorded, but your approval of your own request does not count "
+                         "toward the quorum\n")
+    print(json.dumps(res) if a.json else f"approved {a.request} as {res['custodian']}")
+    return 0
+
+
+def cmd_vault_open(a: argparse.Namespace) -> int:
+    from asl3.security.vault import Vault
+
+    with big_progress(not a.quiet) as cb:
+        written = Vault(a.dir).open(a.request, load_identity(a), a.out, progress=cb)
+    print(json.dumps({"request": a.request, "files": [str(p) for p in written]}) if a.json
+          else "\n".join(str(p) for p in written))
+    return 0
+
+
+def cmd_vault_status(a: argparse.Namespace) -> int:
+    from asl3.security.vault import Vault
+
+    s = Vault(a.dir).status()
+    if a.json:
+        print(json.dumps(s, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    con.print(f"vault {s['vault']}: {s['threshold']} of "
+              f"{', '.join(c['name'] for c in s['custodians'])}")
+    for m in s["models"]:
+        con.print(f"model {m['model']}: {len(m['files'])} file(s), "
+                  f"{sum(f['size'] for f in m['files'])} bytes")
+    t = Table(title="requests")
+    for c in ("id", "model", "requester", "state", "approvals", "reason"):
+        t.add_column(c)
+    for r in s["requests"]:
+        t.add_row(r["id"], r.get("model", "?"), r.get("requester", "?"), r["state"],
+                  f"{r.get('counted', 0)}/{r.get('threshold', '?')}", r.get("reason", ""))
+    con.print(t)
+    return 0
+
+
+def cmd_vault_revoke(a: argparse.Namespace) -> int:
+    from asl3.security.vault import Vault
+
+    Vault(a.dir).revoke(a.request, load_identity(a))
+    print(json.dumps({"request": a.request, "revoked": True}) if a.json
+          else f"revoked {a.request}")
+    return 0
+
+
+def _add_identity_parsers(sub: Any) -> None:
+    isub = group(sub, "identity", "create and show identities (signing + sealing keys)", (
+        "An identity is an Ed25519 signing key and an X25519 key. The private file is created\n"
+        "with mode 0600 (refused later if others can read it); FILE.pub holds the public part.\n\n"
+        "examples:\n"
+        "  asl3 identity new alice --out alice.key\n"
+        "  ASL3_PASS=... asl3 identity new bob --out bob.key --passphrase-env ASL3_PASS\n"
+        "  asl3 identity show alice.key.pub"))
+    n = action(isub, "new", "create an identity: private key file FILE (0600) and FILE.pub",
+                "asl3 identity new alice --out alice.key", cmd_identity_new,
+                json_help="print the public part as JSON")
+    n.add_argument("name", metavar="NAME")
+    n.add_argument("--out", required=True, metavar="FILE", help="private key file to create")
+    n.add_argument("--passphrase-env", metavar="VAR",
+                   help="encrypt the private keys with the passphrase in this variable")
+    sh = action(isub, "show", "print the name and fingerprint of an identity file",
+                 "asl3 identity show alice.key.pub --json", cmd_identity_show,
+                 json_help="print the public part as JSON")
+    sh.add_argument("file", metavar="FILE", help="a public or private identity file")
+
+
+def _add_vault_parsers(sub: Any) -> None:
+    vsub = group(sub, "vault", "encrypted weights under two-party authorization", (
+        "Model files encrypted in a vault directory; each model's key is split among the\n"
+        "custodians (K of N must approve) and never stored whole. A requester asks, K custodians\n"
+        "other than the requester approve, and only then can the requester decrypt.\n\n"
+        "example:\n"
+        "  asl3 vault init vault --custodian alice.key.pub bob.key.pub carol.key.pub\n"
+        "  asl3 vault put vault llm-7b weights/*.safetensors\n"
+        "  asl3 vault request vault llm-7b --as dave.key --reason 'eval run' --ttl 4h\n"
+        "  asl3 vault approve vault REQUEST --as alice.key     # and again as bob\n"
+        "  asl3 vault open vault REQUEST --as dave.key --out /secure/llm-7b"))
+
+    def add(name: str, helptext: str, example: str, func: Callable[[argparse.Namespace], int],
+            **kw: str) -> argparse.ArgumentParser:
+        p = action(vsub, name, helptext, example, func, **kw)
+        p.add_argument("dir", metavar="DIR", help="the vault directory")
+        return p
+
+    i = add("init", "create a vault with its custodians",
+            "asl3 vault init vault --custodian a.pub b.pub c.pub --threshold 2", cmd_vault_init)
+    i.add_argument("--custodian", nargs="+", required=True, metavar="PUBFILE",
+                   help="custodians' public identity files")
+    i.add_argument("--threshold", type=int, default=2, metavar="K",
+                   help="approvals needed to open (default 2, at least 2)")
+    p = add("put", "encrypt model files into the vault",
+            "asl3 vault put vault llm-7b model.safetensors config.json", cmd_vault_put)
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--chunk-size", type=int, default=4 * 1024 * 1024, metavar="BYTES",
+                   help="encryption chunk size (default 4 MiB)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    r = add("request", "ask for access to a model (prints the request id)",
+            "asl3 vault request vault llm-7b --as dave.key --reason 'eval' --ttl 4h",
+            cmd_vault_request)
+    r.add_argument("model", metavar="MODEL")
+    r.add_argument("--reason", required=True, metavar="TEXT", help="why access is needed")
+    r.add_argument("--ttl", required=True, metavar="DURATION",
+                   help="how long the grant lasts once approved: 30m, 4h, 2d (at most 30d)")
+    add_as(r)
+    ap = add("approve", "approve a request as a custodian",
+             "asl3 vault approve vault REQUEST --as alice.key", cmd_vault_approve)
+    ap.add_argument("request", metavar="REQUEST")
+    add_as(ap)
+    o = add("open", "decrypt an approved request's model files",
+            "asl3 vault open vault REQUEST --as dave.key --out /secure/llm-7b", cmd_vault_open)
+    o.add_argument("request", metavar="REQUEST")
+    o.add_argument("--out", required=True, metavar="PATH", help="directory for the files")
+    o.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_as(o)
+    add("status", "show custodians, models and requests", "asl3 vault status vault --json",
+        cmd_vault_status, json_help="print the status as JSON")
+    rv = add("revoke", "withdraw a request (its requester or a custodian)",
+             "asl3 vault revoke vault REQUEST --as alice.key", cmd_vault_revoke)
+    rv.add_argument("request", metavar="REQUEST")
+    add_as(rv)
+
+
+def add_parsers(sub: Any) -> None:
+    """Register `asl3 identity ...` and `asl3 vault ...`."""
+    _add_identity_parsers(sub)
+    _add_vault_parsers(sub)
