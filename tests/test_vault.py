@@ -65,8 +65,8 @@ def weights(tmp_path: Path) -> list[Path]:
 @pytest.fixture()
 def vault(tmp_path: Path, people, clock, weights) -> Vault:
     v = Vault.init(tmp_path / "vault", [people[n].public() for n in ("alice", "bob", "carol")],
-                   threshold=2, clock=clock)
-    v.put("llm", weights, chunk_size=CHUNK)
+                   threshold=2, actor=people["alice"], clock=clock)
+    v.put("llm", weights, actor=people["alice"], chunk_size=CHUNK)
     return v
 
 
@@ -140,9 +140,10 @@ def test_only_custodians_approve_and_only_the_requester_opens(vault, granted, pe
 
 def test_a_threshold_below_two_or_duplicate_custodians_are_refused(tmp_path, people) -> None:
     pubs = [people[n].public() for n in ("alice", "bob")]
-    refused(lambda: Vault.init(tmp_path / "a", pubs, threshold=1), "at least 2")
-    refused(lambda: Vault.init(tmp_path / "b", pubs, threshold=3), "at most")
-    refused(lambda: Vault.init(tmp_path / "c", [pubs[0], pubs[0]]), "listed twice")
+    op = people["alice"]
+    refused(lambda: Vault.init(tmp_path / "a", pubs, threshold=1, actor=op), "at least 2")
+    refused(lambda: Vault.init(tmp_path / "b", pubs, threshold=3, actor=op), "at most")
+    refused(lambda: Vault.init(tmp_path / "c", [pubs[0], pubs[0]], actor=op), "listed twice")
 
 
 # -- time and revocation ---------------------------------------------------------------------
@@ -337,9 +338,10 @@ def test_the_vault_operator_alone_cannot_decrypt(tmp_path, people, clock, weight
     real_split = shamir.split
     shares: list[shamir.Share] = []
     monkeypatch.setattr(shamir, "split", lambda *a: shares.extend(real_split(*a)) or shares)
+    op = people["mallory"]
     v = Vault.init(tmp_path / "vault", [people[n].public() for n in ("alice", "bob", "carol")],
-                   clock=clock)
-    v.put("llm", weights, chunk_size=CHUNK)
+                   actor=op, clock=clock)
+    v.put("llm", weights, actor=op, chunk_size=CHUNK)
     # 1. Nothing in the directory holds the key or any share in the clear, in any encoding.
     secrets_ = [keys[0]] + [s.y for s in shares] + [s.to_bytes() for s in shares]
     forms = [f(x) for x in secrets_ for f in (bytes, bytes.hex, base64.b64encode)]
@@ -348,7 +350,6 @@ def test_the_vault_operator_alone_cannot_decrypt(tmp_path, people, clock, weight
             data = f.read_bytes()
             assert not any((x if isinstance(x, bytes) else x.encode()) in data for x in forms), f
     # 2. The operator's own identity is no custodian...
-    op = people["mallory"]
     rid = v.request("llm", op, "I run the vault", timedelta(hours=1))
     refused(lambda: v.approve(rid, op), "not a custodian")
     # 3. ... and adding it to vault.json gets it no share: shares are sealed to the others.
@@ -385,8 +386,8 @@ def test_a_short_quorum_fails_loudly_on_the_key_check(tmp_path, people, clock, w
     Here the operator lowers a 3-of-3 model's threshold to 2 so that two approvals pass the
     count: recombining two shares of a degree-2 polynomial gives a wrong key."""
     custodians = [people[n].public() for n in ("alice", "bob", "carol")]
-    v = Vault.init(tmp_path / "vault", custodians, threshold=3, clock=clock)
-    v.put("llm", weights, chunk_size=CHUNK)
+    v = Vault.init(tmp_path / "vault", custodians, threshold=3, actor=people["alice"], clock=clock)
+    v.put("llm", weights, actor=people["alice"], chunk_size=CHUNK)
     manifest = v.path / "models" / "llm" / "manifest.json"
     doc = json.loads(manifest.read_text())
     doc["threshold"] = 2
@@ -409,19 +410,44 @@ def test_key_check_commits_to_the_key_without_revealing_it() -> None:
 
 
 # -- bookkeeping -----------------------------------------------------------------------------
-def test_every_action_is_recorded_in_the_event_log(vault, granted, people, tmp_path) -> None:
+def test_every_action_and_refusal_is_a_signed_entry_by_the_person_acting(vault, granted, people,
+                                                                         tmp_path) -> None:
     refused(lambda: vault.approve(granted, people["mallory"]), "not a custodian")
+    refused(lambda: vault.open(granted, people["bob"], tmp_path / "x"), "only they can open it")
     vault.open(granted, people["dave"], tmp_path / "out")
-    events = [json.loads(line) for line in (vault.path / "events.jsonl").read_text().splitlines()]
-    assert [e["action"] for e in events] == ["init", "put", "request", "approve", "approve",
-                                             "approve_refused", "open"]
-    assert all(e["at"] for e in events)
+    refused(lambda: vault.revoke(granted, people["mallory"]), "may not revoke")
+    vault.revoke(granted, people["carol"])
+    entries = list(vault.audit.entries())
+    assert [(e.action, e.actor.name) for e in entries] == [
+        ("vault.init", "alice"), ("vault.put", "alice"), ("vault.request", "dave"),
+        ("vault.approve", "bob"), ("vault.approve", "carol"),
+        ("vault.approve.refused", "mallory"), ("vault.open.refused", "bob"),
+        ("vault.open", "dave"), ("vault.revoke.refused", "mallory"), ("vault.revoke", "carol")]
+    assert entries[0].subject == vault.vault_id and entries[1].subject == "llm"
+    assert all(e.subject == granted for e in entries[2:])
+    assert "not a custodian" in entries[5].details["reason"]
+    assert entries[7].details["files"] == ["model.bin", "config.bin"]
+    assert entries[0].time == "2026-11-24T09:00:00+00:00"  # the vault's clock
+    report = vault.audit.verify(trusted=[p.public() for p in people.values()])
+    assert report.ok and report.entries == 10, report.problems
+    assert vault.status()["audit"] == {"entries": 10, "root": report.root}
+    assert not (vault.path / "events.jsonl").exists()
 
 
-def test_models_are_immutable_and_names_are_checked(vault, weights) -> None:
-    refused(lambda: vault.put("llm", weights), "already in the vault")
-    refused(lambda: vault.put("../escape", weights), "model name")
-    refused(lambda: vault.put("other", [weights[0], weights[0]]), "same name")
+def test_a_changed_vault_log_entry_is_caught(vault, granted, people) -> None:
+    log = vault.audit.path
+    lines = log.read_text().splitlines(keepends=True)
+    lines[3] = lines[3].replace('"self_approval":false', '"self_approval":true')
+    log.write_text("".join(lines))
+    report = vault.audit.verify()
+    assert report.problems == ["entry 3 (seq 3): content changed — signature does not verify"]
+
+
+def test_models_are_immutable_and_names_are_checked(vault, weights, people) -> None:
+    op = people["alice"]
+    refused(lambda: vault.put("llm", weights, actor=op), "already in the vault")
+    refused(lambda: vault.put("../escape", weights, actor=op), "model name")
+    refused(lambda: vault.put("other", [weights[0], weights[0]], actor=op), "same name")
     refused(lambda: vault.status() and vault.open("../../x", identity.new("x"), "o"),
             "not a request id")
 
@@ -436,8 +462,9 @@ def test_open_refuses_to_overwrite(vault, granted, people, tmp_path) -> None:
 def test_an_empty_file_round_trips(tmp_path, people, clock) -> None:
     empty = tmp_path / "empty.bin"
     empty.write_bytes(b"")
-    v = Vault.init(tmp_path / "v", [people["alice"].public(), people["bob"].public()], clock=clock)
-    v.put("m", [empty])
+    v = Vault.init(tmp_path / "v", [people["alice"].public(), people["bob"].public()],
+                   actor=people["alice"], clock=clock)
+    v.put("m", [empty], actor=people["alice"])
     rid = v.request("m", people["dave"], "r", timedelta(hours=1))
     v.approve(rid, people["alice"])
     v.approve(rid, people["bob"])
@@ -462,10 +489,13 @@ def test_cli_round_trip(tmp_path, capsys, monkeypatch, weights) -> None:
     assert code == 0 and json.loads(out)["name"] == "dave"
     code, out, _ = run(capsys, "identity", "show", "alice.key.pub", "--json")
     assert json.loads(out)["fingerprint"] == identity.load_public("alice.key").fingerprint
+    with pytest.raises(SystemExit) as exit_:  # who sets up the vault signs its first audit entry
+        main(["vault", "init", "v", "--custodian", "alice.key.pub"])
+    assert exit_.value.code == 2 and "required: --as" in capsys.readouterr().err
     assert run(capsys, "vault", "init", "v", "--custodian", "alice.key.pub", "bob.key.pub",
-               "carol.key.pub")[0] == 0
+               "carol.key.pub", "--as", "alice.key")[0] == 0
     code, out, _ = run(capsys, "vault", "put", "v", "llm", *map(str, weights), "--chunk-size",
-                       "1000", "--json")
+                       "1000", "--as", "alice.key", "--json")
     assert code == 0 and len(json.loads(out)["files"]) == 2
     dave = ("--as", "dave.key", "--passphrase-env", "DAVE_PASS")
     code, out, _ = run(capsys, "vault", "request", "v", "llm", *dave, "--reason", "eval",
@@ -483,10 +513,13 @@ def test_cli_round_trip(tmp_path, capsys, monkeypatch, weights) -> None:
     code, out, _ = run(capsys, "vault", "status", "v", "--json")
     assert json.loads(out)["requests"][0]["state"] == "granted"
     code, out, _ = run(capsys, "vault", "status", "v")
-    assert code == 0 and rid in out
+    assert code == 0 and rid in out and "audit log: 7 entries" in out
     assert run(capsys, "vault", "revoke", "v", rid, "--as", "carol.key")[0] == 0
     code, _, err = run(capsys, "vault", "open", "v", rid, *dave, "--out", "out2")
     assert code == 2 and "revoked by carol" in err
+    code, out, _ = run(capsys, "audit", "verify", "v", "--trust", *(f"{n}.key.pub" for n in (
+        "alice", "bob", "carol", "dave")))
+    assert code == 0 and out.startswith("ok: 9 entries")
 
 
 @pytest.mark.parametrize(("argv", "reason"), [
@@ -505,9 +538,9 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, monkeypatch, argv
     monkeypatch.delenv("NOPE", raising=False)
     identity.save(identity.new("dave"), "dave.key")
     alice, bob = identity.new("alice"), identity.new("bob")
-    Vault.init("v", [alice.public(), bob.public()])
+    Vault.init("v", [alice.public(), bob.public()], actor=alice)
     (tmp_path / "w").write_bytes(b"w")
-    Vault("v").put("llm", [tmp_path / "w"])
+    Vault("v").put("llm", [tmp_path / "w"], actor=alice)
     code, _, err = run(capsys, *argv)
     assert code == 2 and reason in err and err.count("\n") == 1
     assert isinstance(VaultError("x"), Asl3Error)

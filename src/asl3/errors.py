@@ -33,3 +33,21 @@ class IdentityError(SecurityError):
 
 class VaultError(SecurityError):
     """A vault action was refused: it names the request, file or approval that was wrong."""
+
+
+class ChangeError(SecurityError):
+    """A change to safeguard settings was refused, or the approved settings do not verify: it
+    names the change, file or approval that was wrong."""
+
+
+class AllowlistError(SecurityError):
+    """An allowlist action was refused, or the approved settings the allowlist comes from do not
+    verify (a tampered change history, an untrusted roster)."""
+
+
+class AuditError(SecurityError):
+    """An audit log or checkpoint is missing, unreadable or malformed, or an entry is refused."""
+
+
+class EgressError(Asl3Error):
+    """An egress setting or unit is malformed, or an egress action (unblock, rules) was refused."""

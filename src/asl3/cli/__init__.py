@@ -14,6 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from asl3.cli import allowlist as allowlist_cli
+from asl3.cli import audit as audit_cli
+from asl3.cli import change as change_cli
+from asl3.cli import egress as egress_cli
 from asl3.cli import vault as vault_cli
 from asl3.cli.common import EXIT_BAD_INPUT, Parser, UsageError, fmt, progress_bar
 from asl3.errors import Asl3Error
@@ -206,7 +210,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
         stage2=_STAGE2[a.stage2], db=a.db, allow_anonymous=a.allow_anonymous,
         max_body_bytes=a.max_body, connect_timeout=a.connect_timeout,
         read_timeout=a.read_timeout, retain_text=a.retain_text, retention_days=a.retention_days,
-        echo_delay=a.echo_delay)
+        echo_delay=a.echo_delay, safeguards=a.safeguards)
     where = f"http://{a.host}:{a.port}/v1"
     banner = (f"asl3 gateway: {where} -> upstream {cfg.upstream}; {a.workers} worker(s); "
               "Ctrl-C stops\n")
@@ -222,7 +226,12 @@ def cmd_serve(a: argparse.Namespace) -> int:
     from asl3.guard import default_bundle_path
     from asl3.store import Store
 
-    load_bundle(cfg.bundle or default_bundle_path())  # fail early, before workers start
+    bundle = load_bundle(cfg.bundle or default_bundle_path())  # fail early, before workers start
+    if cfg.safeguards:
+        from asl3.gateway.app import apply_safeguards
+        from asl3.guard import Guard
+
+        apply_safeguards(Guard(bundle, stage2=False), cfg.safeguards)
     Store(cfg.db).close()
     sys.stderr.write(banner)
     os.environ.update(cfg.to_env())
@@ -471,6 +480,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longest wait for the upstream's next byte; then 504 (default 120)")
     s.add_argument("--echo-delay", type=float, default=0.0, metavar="S",
                    help="seconds between the echo model's tokens (to watch streaming)")
+    s.add_argument("--safeguards", metavar="DIR",
+                   help="settings directory of 'asl3 change': refuse to start unless the bundle "
+                        "is the approved one, apply approved threshold overrides, and honour key "
+                        "exemptions only where a change approved them")
     s.add_argument("--quiet", action="store_true", help="log warnings only")
     _add_stage2_argument(s)
     s.set_defaults(func=cmd_serve)
@@ -526,6 +539,10 @@ def build_parser() -> argparse.ArgumentParser:
     kr.add_argument("--json", action="store_true", help="print the count as JSON")
     kr.set_defaults(func=cmd_keys_revoke)
     vault_cli.add_parsers(sub)
+    egress_cli.add_parsers(sub)
+    audit_cli.add_parsers(sub)
+    change_cli.add_parsers(sub)
+    allowlist_cli.add_parsers(sub)
     return p
 
 

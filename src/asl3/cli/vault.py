@@ -53,7 +53,8 @@ def cmd_vault_init(a: argparse.Namespace) -> int:
     from asl3.security import identity
     from asl3.security.vault import Vault
 
-    v = Vault.init(a.dir, [identity.load_public(c) for c in a.custodian], a.threshold)
+    v = Vault.init(a.dir, [identity.load_public(c) for c in a.custodian], a.threshold,
+                   actor=load_identity(a))
     out = {"vault": str(v.path), "vault_id": v.vault_id, "threshold": v.threshold,
            "custodians": [c.name for c in v.custodians.values()]}
     print(json.dumps(out) if a.json else
@@ -64,8 +65,10 @@ def cmd_vault_init(a: argparse.Namespace) -> int:
 def cmd_vault_put(a: argparse.Namespace) -> int:
     from asl3.security.vault import Vault
 
+    actor = load_identity(a)
     with big_progress(not a.quiet) as cb:
-        res = Vault(a.dir).put(a.model, a.files, chunk_size=a.chunk_size, progress=cb)
+        res = Vault(a.dir).put(a.model, a.files, actor=actor, chunk_size=a.chunk_size,
+                               progress=cb)
     print(json.dumps(res) if a.json else
           f"{a.model}: {len(res['files'])} file(s) encrypted, key {res['key_id']}")
     return 0
@@ -114,6 +117,8 @@ def cmd_vault_status(a: argparse.Namespace) -> int:
     con = Console()
     con.print(f"vault {s['vault']}: {s['threshold']} of "
               f"{', '.join(c['name'] for c in s['custodians'])}")
+    con.print(f"audit log: {s['audit']['entries']} entries, root {s['audit']['root']} "
+              "(check with 'asl3 audit verify')")
     for m in s["models"]:
         con.print(f"model {m['model']}: {len(m['files'])} file(s), "
                   f"{sum(f['size'] for f in m['files'])} bytes")
@@ -133,6 +138,33 @@ def cmd_vault_revoke(a: argparse.Namespace) -> int:
     Vault(a.dir).revoke(a.request, load_identity(a))
     print(json.dumps({"request": a.request, "revoked": True}) if a.json
           else f"revoked {a.request}")
+    return 0
+
+
+def cmd_vault_serve(a: argparse.Namespace) -> int:
+    import contextlib
+    import signal
+
+    from asl3.security import socket_serve
+
+    def log(line: str) -> None:
+        sys.stderr.write(f"asl3: {line}\n")
+        sys.stderr.flush()
+
+    def ready(srv: Any) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: srv.stop())
+        if a.json:
+            print(json.dumps({"request": a.request, "socket": str(srv.path)}), flush=True)
+        log(f"serving request {a.request} on {srv.path} (Ctrl-C to stop)")
+
+    from asl3.security import identity
+
+    trusted = [identity.load_public(p) for p in a.trust] if a.trust else None
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: the server has cleaned up
+        socket_serve.serve(a.dir, a.request, load_identity(a), a.socket, allowlist_dir=a.allowlist,
+                           allowlist_trusted=trusted, max_clients=a.max_clients,
+                           group_access=a.group_access, log=log, ready=ready)
+    log("stopped; socket removed")
     return 0
 
 
@@ -163,11 +195,12 @@ def _add_vault_parsers(sub: Any) -> None:
         "custodians (K of N must approve) and never stored whole. A requester asks, K custodians\n"
         "other than the requester approve, and only then can the requester decrypt.\n\n"
         "example:\n"
-        "  asl3 vault init vault --custodian alice.key.pub bob.key.pub carol.key.pub\n"
-        "  asl3 vault put vault llm-7b weights/*.safetensors\n"
+        "  asl3 vault init vault --custodian alice.key.pub bob.key.pub carol.key.pub --as ops.key\n"
+        "  asl3 vault put vault llm-7b weights/*.safetensors --as ops.key\n"
         "  asl3 vault request vault llm-7b --as dave.key --reason 'eval run' --ttl 4h\n"
         "  asl3 vault approve vault REQUEST --as alice.key     # and again as bob\n"
-        "  asl3 vault open vault REQUEST --as dave.key --out /secure/llm-7b"))
+        "  asl3 vault open vault REQUEST --as dave.key --out /secure/llm-7b\n"
+        "  asl3 audit verify vault      # every action above is a signed entry in vault/audit/"))
 
     def add(name: str, helptext: str, example: str, func: Callable[[argparse.Namespace], int],
             **kw: str) -> argparse.ArgumentParser:
@@ -176,18 +209,22 @@ def _add_vault_parsers(sub: Any) -> None:
         return p
 
     i = add("init", "create a vault with its custodians",
-            "asl3 vault init vault --custodian a.pub b.pub c.pub --threshold 2", cmd_vault_init)
+            "asl3 vault init vault --custodian a.pub b.pub c.pub --threshold 2 --as ops.key",
+            cmd_vault_init)
     i.add_argument("--custodian", nargs="+", required=True, metavar="PUBFILE",
                    help="custodians' public identity files")
     i.add_argument("--threshold", type=int, default=2, metavar="K",
                    help="approvals needed to open (default 2, at least 2)")
+    add_as(i)
     p = add("put", "encrypt model files into the vault",
-            "asl3 vault put vault llm-7b model.safetensors config.json", cmd_vault_put)
+            "asl3 vault put vault llm-7b model.safetensors config.json --as ops.key",
+            cmd_vault_put)
     p.add_argument("model", metavar="MODEL")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--chunk-size", type=int, default=4 * 1024 * 1024, metavar="BYTES",
                    help="encryption chunk size (default 4 MiB)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_as(p)
     r = add("request", "ask for access to a model (prints the request id)",
             "asl3 vault request vault llm-7b --as dave.key --reason 'eval' --ttl 4h",
             cmd_vault_request)
@@ -208,6 +245,26 @@ def _add_vault_parsers(sub: Any) -> None:
     add_as(o)
     add("status", "show custodians, models and requests", "asl3 vault status vault --json",
         cmd_vault_status, json_help="print the status as JSON")
+    sv = add("serve", "stream an approved request's files over a Unix socket to allowlisted "
+             "executables (decrypted in memory, never to disk)",
+             "asl3 vault serve vault REQUEST --as dave.key --socket $XDG_RUNTIME_DIR/llm.sock",
+             cmd_vault_serve, json_help="print {request, socket} as JSON once listening")
+    sv.add_argument("request", metavar="REQUEST")
+    sv.add_argument("--socket", required=True, metavar="PATH",
+                    help="socket to create (mode 0600) in a directory only you can write to")
+    sv.add_argument("--allowlist", metavar="DIR",
+                    help="directory whose approved allowlist (change.json + safeguards.json, see "
+                         "'asl3 allowlist --help') decides who may connect (default: DIR)")
+    sv.add_argument("--trust", nargs="+", metavar="PUBFILE",
+                    help="refuse the allowlist unless its change.json is signed by one of these")
+    sv.add_argument("--max-clients", type=int, default=4, metavar="N",
+                    help="connections served at once (default 4; more get 'ERR busy')")
+    sv.add_argument("--group-access", action="store_true",
+                    help="socket mode 0660 instead of 0600 (the allowlist still applies)")
+    add_as(sv)
+    sv.epilog = ("protocol: send 'LIST\\n' or 'GET NAME\\n'; the reply is 'OK SIZE\\n' and SIZE "
+                 "bytes, or 'ERR REASON\\n'.\nfewer than SIZE bytes means the file failed "
+                 "mid-stream: discard it. see asl3.security.socket_serve.")
     rv = add("revoke", "withdraw a request (its requester or a custodian)",
              "asl3 vault revoke vault REQUEST --as alice.key", cmd_vault_revoke)
     rv.add_argument("request", metavar="REQUEST")

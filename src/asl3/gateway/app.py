@@ -10,6 +10,7 @@ background writer (never awaited on the request path).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -42,7 +43,7 @@ from asl3.gateway.upstream import (
     UpstreamError,
     UpstreamHTTPError,
 )
-from asl3.guard import Guard, Principal, Verdict, messages_text
+from asl3.guard import Exemption, Guard, Principal, Verdict, floor_offset, messages_text
 
 log = logging.getLogger("asl3.gateway")
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -103,15 +104,17 @@ class Decision:
 
 class Gateway:
     def __init__(self, config: GatewayConfig, guard: Guard, upstream: Upstream,
-                 store: Any = None) -> None:
+                 store: Any = None, safeguards: Any = None) -> None:
         self.config = config
+        self.safeguards = safeguards  # ApprovedSafeguards under --safeguards, else None
         self.guard = guard
         self.upstream = upstream
         self.store = store
         self.metrics = Metrics()
         self.writer: Any = None
         self.keys = KeyCache(store.lookup_key if store is not None else (lambda k: None),
-                             ttl=config.key_cache_seconds)
+                             ttl=config.key_cache_seconds,
+                             approve=approved_exemptions(safeguards) if safeguards else None)
         m = guard.bundle.manifest
         self.bundle_id = f"{m.get('name', 'bundle')}@{guard.bundle.digest[:12]}"
 
@@ -354,6 +357,7 @@ class Gateway:
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "bundle": self.bundle_id, "stages": self.guard.stages,
                              "upstream": self.upstream.name,
+                             "safeguards": self.safeguards.state_hash if self.safeguards else None,
                              "events_pending": self.writer.pending if self.writer else 0,
                              "events_dropped": self.writer.dropped if self.writer else 0})
 
@@ -418,19 +422,58 @@ def build_upstream(config: GatewayConfig) -> Upstream:
     return HttpUpstream(config.upstream, key, config.connect_timeout, config.read_timeout)
 
 
+def apply_safeguards(guard: Guard, directory: str) -> tuple[Guard, Any]:
+    """``--safeguards DIR``: load the approved settings (every signature checked), refuse a
+    bundle that is not the approved one, and return a guard with the approved threshold
+    overrides (a copy: the guard given is left as it was) together with the settings."""
+    from asl3.security.change import load_approved
+
+    approved = load_approved(directory)
+    name = str(guard.bundle.path or guard.bundle.manifest.get("name", "bundle"))
+    approved.check_digest(guard.bundle.digest, name)
+    if approved.thresholds:
+        unknown = sorted(set(approved.thresholds) - set(guard.thresholds))
+        if unknown:
+            raise Asl3Error(f"{directory}: approved threshold(s) {', '.join(unknown)} are not "
+                            f"thresholds of bundle {name}")
+        guard = copy.copy(guard)
+        guard.thresholds = {**guard.thresholds, **approved.thresholds}
+        guard.scorer = copy.copy(guard.scorer)
+        guard.scorer.floor_offset = floor_offset(guard.thresholds)
+    log.info("safeguards %s: state %s, %d approved change(s)", directory,
+             approved.state_hash[:16], approved.change_count)
+    return guard, approved
+
+
+def approved_exemptions(approved: Any) -> Any:
+    """The key cache's filter: a key's exemption counts only while a change approves it, and
+    ends at the sooner of the key's and the approval's ends."""
+    def approve(principal: str, e: Exemption) -> Exemption | None:
+        until = approved.exemption_until(principal, e.category)
+        if until is None:
+            return None
+        mine = e.until if e.until.tzinfo else e.until.replace(tzinfo=timezone.utc)
+        return Exemption(e.category, min(mine, until))
+    return approve
+
+
 def create_app(config: GatewayConfig | None = None, guard: Guard | None = None,
                upstream: Upstream | None = None, store: Any = None,
                use_store: bool = True) -> Starlette:
     """Build the gateway. Anything not given is made from ``config`` (the bundled classifier,
-    the configured upstream, the SQLite or PostgreSQL store)."""
+    the configured upstream, the SQLite or PostgreSQL store). With ``config.safeguards`` only
+    approved settings run (``apply_safeguards``); a bundle that is not approved fails here."""
     config = config or GatewayConfig()
     guard = guard or Guard.load(config.bundle, stage2=config.stage2)
+    safeguards = None
+    if config.safeguards:
+        guard, safeguards = apply_safeguards(guard, config.safeguards)
     upstream = upstream or build_upstream(config)
     if store is None and use_store:
         from asl3.store import Store
 
         store = Store(config.db)
-    gw = Gateway(config, guard, upstream, store)
+    gw = Gateway(config, guard, upstream, store, safeguards)
     if guard.stage2 is not None:
         guard.stage2.load()  # load the encoder now, not on the first suspicious request
 

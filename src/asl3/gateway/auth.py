@@ -18,8 +18,14 @@ MISS = object()
 
 
 class KeyCache:
-    def __init__(self, lookup: Callable[[str], Any], ttl: float = 5.0, max_entries: int = 10_000) -> None:
-        """``lookup(key)`` returns the store's KeyInfo or None (unknown or revoked)."""
+    def __init__(self, lookup: Callable[[str], Any], ttl: float = 5.0, max_entries: int = 10_000,
+                 approve: Callable[[str, Exemption], Exemption | None] | None = None) -> None:
+        """``lookup(key)`` returns the store's KeyInfo or None (unknown or revoked).
+
+        ``approve(principal, exemption)``, when given, decides each exemption a key carries:
+        the exemption to honour (possibly ending sooner) or None, in which case it is simply
+        not there and the key works as an ordinary key (``asl3 serve --safeguards``)."""
+        self._approve = approve
         self._lookup = lookup
         self._ttl = ttl
         self._max = max_entries
@@ -41,8 +47,11 @@ class KeyCache:
         info = self._lookup(key)
         principal = None
         if info is not None:
-            principal = Principal(info.name, tuple(Exemption(e.category, e.until)
-                                                   for e in info.exemptions))
+            exemptions = tuple(Exemption(e.category, e.until) for e in info.exemptions)
+            if self._approve is not None:
+                exemptions = tuple(x for x in (self._approve(info.name, e) for e in exemptions)
+                                   if x is not None)
+            principal = Principal(info.name, exemptions)
         if len(self._cache) >= self._max:
             self._cache.clear()
         self._cache[self._id(key)] = (time.monotonic() + self._ttl, principal)

@@ -33,6 +33,7 @@ class GatewayConfig:
     key_cache_seconds: float = 5.0  # how long a key lookup is reused (a revocation's delay)
     echo_delay: float = 0.0  # seconds between the demo model's tokens
     queue_size: int = 10_000  # events waiting for the store before they are counted as dropped
+    safeguards: str | None = None  # settings directory (asl3 change): only approved settings
 
     def __post_init__(self) -> None:
         if self.retain_text not in RETAIN:

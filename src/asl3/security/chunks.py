@@ -22,7 +22,7 @@ import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -155,6 +155,23 @@ def read_header(f: BinaryIO) -> tuple[bytes, int, int, bytes]:
     if not 1 <= chunk <= MAX_CHUNK:
         raise ChunkError(f"header has an impossible chunk size ({chunk})")
     return header, chunk, size, salt
+
+
+def encrypted_size(size: int, chunk: int) -> int:
+    """Length of the encrypted file that holds `size` plaintext bytes in chunks of `chunk`."""
+    return HEADER_SIZE + size + _n_chunks(size, chunk) * TAG
+
+
+def decrypt_stream(fin: BinaryIO, fout: Any, key: bytes, head: tuple[bytes, int, int, bytes], *,
+                   model: str, name: str) -> int:
+    """Decrypt the chunks after a header already read with `read_header` (`head`) to any
+    object with `write` (a socket writer, a pipe): one chunk in memory, each authenticated
+    before it is written. A failing chunk raises ChunkError with the earlier chunks already
+    written, so a consumer must treat a short stream as failure. Returns the plaintext size."""
+    header, chunk, size, salt = head
+    _pump(fin, fout, _Cipher(key, header, salt, model, name), size, chunk, encrypt=False,
+          what=name, progress=None)
+    return size
 
 
 def decrypt_file(src: str | Path, dst: str | Path, key: bytes, *, model: str, name: str,

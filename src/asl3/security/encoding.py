@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -45,3 +46,31 @@ def read_json_object(path: Path, error: type[Exception], missing: str, bad: str)
     if not isinstance(doc, dict):
         raise error(f"{bad} (not a JSON object)")
     return doc
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(t: datetime) -> str:
+    """The one way signed documents write a time: UTC, ISO 8601."""
+    return t.astimezone(timezone.utc).isoformat()
+
+
+def parse_time(text: Any, what: str, error: type[Exception]) -> datetime:
+    """An ISO time with its zone, or `error` naming `what` (a naive time is refused: signed
+    times must compare the same on every machine)."""
+    try:
+        t = datetime.fromisoformat(str(text))
+    except ValueError:
+        raise error(f"{what}: not an ISO time ({text!r})") from None
+    if t.tzinfo is None:
+        raise error(f"{what}: time has no zone ({text!r})")
+    return t
+
+
+def write_new_json(path: Path, doc: dict[str, Any]) -> None:
+    """Create a JSON file that must not exist yet (two writers cannot both win)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "x", encoding="utf-8") as f:
+        f.write(json.dumps(doc, indent=2) + "\n")

@@ -8,8 +8,8 @@ A vault is a self-contained directory:
     requests/ID/request.json            a signed request: who, which model, why, how long
     requests/ID/approvals/FPR.json      a custodian's signed approval + its share resealed
     requests/ID/revoked.json            a revocation (the request can no longer be approved or opened)
-    events.jsonl                        one line per action (replaced by the signed audit log in
-                                        a later issue)
+    audit/log.jsonl                     the signed, hash-chained audit log (audit.py): one entry
+                                        per action or refusal, signed by the person acting
 
 Why no single person can decrypt: each model has a random 256-bit data key that is never
 written anywhere; it is split K-of-N with Shamir and each share is sealed to one custodian's
@@ -29,23 +29,33 @@ outside this tool, which is still K distinct people consenting; the tool's rule 
 from __future__ import annotations
 
 import hmac
-import json
 import os
 import re
 import secrets
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from asl3.errors import SecurityError, VaultError
+from asl3.errors import AuditError, SecurityError, VaultError
 from asl3.security import chunks, shamir
-from asl3.security.encoding import b64, canonical, read_json_object, sha256_hex, unb64
+from asl3.security.audit import AuditLog, SignedTreeHead
+from asl3.security.encoding import (
+    b64,
+    canonical,
+    iso,
+    parse_time,
+    read_json_object,
+    sha256_hex,
+    unb64,
+    utcnow,
+    write_new_json,
+)
 from asl3.security.identity import Identity, PublicIdentity
 from asl3.security.seal import open_sealed, seal
 
@@ -62,22 +72,11 @@ Clock = Callable[[], datetime]
 StageProgress = Callable[[str, int, int], None]
 
 
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _iso(t: datetime) -> str:
-    return t.astimezone(timezone.utc).isoformat()
+_utcnow, _iso = utcnow, iso
 
 
 def _time(text: Any, what: str) -> datetime:
-    try:
-        t = datetime.fromisoformat(str(text))
-    except ValueError:
-        raise VaultError(f"{what}: not an ISO time ({text!r})") from None
-    if t.tzinfo is None:
-        raise VaultError(f"{what}: time has no zone ({text!r})")
-    return t
+    return parse_time(text, what, VaultError)
 
 
 def _new_data_key() -> bytes:
@@ -109,11 +108,7 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
                             f"{what}: unreadable ({path})")
 
 
-def _write_new(path: Path, doc: dict[str, Any]) -> None:
-    """Create a JSON file that must not exist yet (two writers cannot both win)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "x", encoding="utf-8") as f:
-        f.write(json.dumps(doc, indent=2) + "\n")
+_write_new = write_new_json
 
 
 @dataclass(frozen=True)
@@ -195,8 +190,11 @@ class Vault:
     # -- setup ------------------------------------------------------------------------------
     @classmethod
     def init(cls, path: str | Path, custodians: Sequence[PublicIdentity], threshold: int = 2,
-             *, clock: Clock = _utcnow) -> Vault:
-        """Create an empty vault with these custodians, K of whom must approve every opening."""
+             *, actor: Identity, clock: Clock = _utcnow) -> Vault:
+        """Create an empty vault with these custodians, K of whom must approve every opening.
+
+        `actor` (whoever sets the vault up; need not be a custodian) signs the first entry of
+        the vault's audit log."""
         p = Path(path)
         fps = [c.fingerprint for c in custodians]
         if len(set(fps)) != len(fps):
@@ -211,15 +209,29 @@ class Vault:
                "created": _iso(clock()), "custodians": [c.to_dict() for c in custodians]}
         _write_new(p / "vault.json", doc)
         v = cls(p, clock=clock)
-        v._record("init", threshold=threshold, custodians=fps)
+        v._record(actor, "init", v.vault_id, threshold=threshold,
+                  custodians=[{"name": c.name, "fingerprint": c.fingerprint} for c in custodians])
         return v
 
-    def _record(self, action: str, **fields: Any) -> None:
-        """Append one event (replaced by the signed, hash-chained audit log in a later issue)."""
-        line = json.dumps({"at": _iso(self._clock()), "action": action, **fields},
-                          sort_keys=True)
-        with open(self.path / "events.jsonl", "a", encoding="utf-8") as f:
-            f.write(line + "\n")
+    @property
+    def audit(self) -> AuditLog:
+        """The vault's audit log (DIR/audit/), on the vault's clock."""
+        return AuditLog(self.path, clock=self._clock)
+
+    def _record(self, actor: Identity, action: str, subject: str, **details: Any) -> None:
+        """Append a `vault.ACTION` entry signed by the person acting. Done after the action
+        succeeded; if the log cannot be written, the AuditError reaches the caller, so an
+        unlogged action never passes silently."""
+        self.audit.append(actor, f"vault.{action}", subject, details)
+
+    def _refused(self, actor: Identity, action: str, subject: str, err: VaultError) -> VaultError:
+        """Log a refusal (`vault.ACTION.refused` with the reason); returns the error to raise,
+        which still carries the refusal's reason if the log itself failed."""
+        try:
+            self._record(actor, f"{action}.refused", subject[:128], reason=str(err))
+        except AuditError as e:
+            return VaultError(f"{err} (and the refusal could not be logged: {e})")
+        return err
 
     def _custodian(self, ident: Identity) -> PublicIdentity:
         pub = ident.public()
@@ -235,10 +247,11 @@ class Vault:
     def manifest(self, model: str) -> dict[str, Any]:
         return _read_json(self._model_dir(model) / "manifest.json", f"model {model!r}")
 
-    def put(self, model: str, files: Sequence[str | Path], *,
+    def put(self, model: str, files: Sequence[str | Path], *, actor: Identity,
             chunk_size: int = chunks.DEFAULT_CHUNK, progress: StageProgress | None = None,
             ) -> dict[str, Any]:
-        """Encrypt files as a new model under a fresh data key; seal one share per custodian."""
+        """Encrypt files as a new model under a fresh data key; seal one share per custodian.
+        `actor` (the operator adding the model) signs the audit entry."""
         final = self._model_dir(model)
         if final.exists():
             raise VaultError(f"model {model!r} is already in the vault; models are immutable")
@@ -279,7 +292,7 @@ class Vault:
             os.replace(work, final)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        self._record("put", model=model, key_id=key_id,
+        self._record(actor, "put", model, key_id=key_id,
                      files=[{"name": e["name"], "size": e["size"]} for e in entries])
         return {"model": model, "key_id": key_id, "files": entries}
 
@@ -316,8 +329,8 @@ class Vault:
         request_id = sha256_hex(data)[:24]
         _write_new(self.path / "requests" / request_id / "request.json",
                    {"request": body, "signature": b64(requester.sign(data))})
-        self._record("request", request=request_id, model=model, requester=pub.fingerprint,
-                     name=pub.name, reason=reason, ttl_seconds=body["ttl_seconds"])
+        self._record(requester, "request", request_id, model=model, key_id=body["key_id"],
+                     reason=reason, ttl_seconds=body["ttl_seconds"], expires=body["expires"])
         return request_id
 
     def _load_request(self, request_id: str) -> tuple[dict[str, Any], str, PublicIdentity]:
@@ -375,9 +388,7 @@ class Vault:
         try:
             return self._approve(request_id, custodian)
         except VaultError as e:
-            self._record("approve_refused", request=request_id,
-                         custodian=custodian.fingerprint, reason=str(e))
-            raise
+            raise self._refused(custodian, "approve", request_id, e) from None
 
     def _approve(self, request_id: str, custodian: Identity) -> dict[str, Any]:
         body, digest, requester = self._load_request(request_id)
@@ -416,8 +427,7 @@ class Vault:
         except FileExistsError:
             raise VaultError(f"{me.name} has already approved request {request_id}") from None
         own = me.fingerprint == requester.fingerprint
-        self._record("approve", request=request_id, custodian=me.fingerprint, name=me.name,
-                     self_approval=own)
+        self._record(custodian, "approve", request_id, model=body["model"], self_approval=own)
         return {"request": request_id, "custodian": me.name, "fingerprint": me.fingerprint,
                 "self_approval": own}
 
@@ -471,19 +481,22 @@ class Vault:
         try:
             written = self._open(request_id, requester, Path(out_dir), progress)
         except VaultError as e:
-            self._record("open_refused", request=request_id, requester=requester.fingerprint,
-                         reason=str(e))
-            raise
-        self._record("open", request=request_id, requester=requester.fingerprint,
-                     files=[p.name for p in written])
+            raise self._refused(requester, "open", request_id, e) from None
+        self._record(requester, "open", request_id, files=[p.name for p in written])
         return written
 
-    def _open(self, request_id: str, requester: Identity, out: Path,
-              progress: StageProgress | None) -> list[Path]:
+    def unlock_key(self, request_id: str, requester: Identity,
+                   verb: str = "open") -> tuple[str, str, bytes, dict[str, Any]]:
+        """The granted request's (model, key id, data key, manifest), recombined in memory.
+
+        Every check of a grant lives here, for `open` and for `vault serve` alike: the
+        requester only, a live grant (quorum of other custodians, not revoked or expired),
+        shares that open for this request and recipient, and a key that passes the key check.
+        Nothing is logged or written: the callers do that."""
         g = self.grant(request_id)
         if requester.fingerprint != g.requester.fingerprint:
             raise VaultError(f"request {request_id} was made by {g.requester.name}; only they can "
-                             "open it")
+                             f"{verb} it")
         problem = g.problem(self._clock())
         if problem:
             raise VaultError(problem)
@@ -509,6 +522,11 @@ class Vault:
                                    str(manifest.get("key_check", ""))):
             raise VaultError(f"request {request_id}: the recombined key fails the key check: the "
                              "shares are not a valid quorum for this model's key")
+        return model, key_id, key, manifest
+
+    def _open(self, request_id: str, requester: Identity, out: Path,
+              progress: StageProgress | None) -> list[Path]:
+        model, _, key, manifest = self.unlock_key(request_id, requester)
         files = manifest["files"]
         out.mkdir(parents=True, exist_ok=True)
         targets = [out / _check_name(str(f["name"]), "file name") for f in files]
@@ -530,6 +548,13 @@ class Vault:
 
     def revoke(self, request_id: str, identity: Identity) -> None:
         """The requester or any custodian withdraws a request; it can no longer be used."""
+        try:
+            self._revoke(request_id, identity)
+        except VaultError as e:
+            raise self._refused(identity, "revoke", request_id, e) from None
+        self._record(identity, "revoke", request_id)
+
+    def _revoke(self, request_id: str, identity: Identity) -> None:
         body, _, requester = self._load_request(request_id)
         pub = identity.public()
         if pub.fingerprint != requester.fingerprint and pub.fingerprint not in self.custodians:
@@ -542,7 +567,6 @@ class Vault:
                        {"revocation": payload, "signature": b64(identity.sign(canonical(payload)))})
         except FileExistsError:
             raise VaultError(f"request {request_id} is already revoked") from None
-        self._record("revoke", request=request_id, by=pub.fingerprint, name=pub.name)
 
     # -- status -----------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -561,10 +585,12 @@ class Vault:
         for d in sorted(rdir.iterdir()) if rdir.is_dir() else []:
             requests.append(self._request_status(d.name, now))
         requests.sort(key=lambda r: r.get("created", ""))
+        head: SignedTreeHead = self.audit.head()
         return {"vault": str(self.path), "vault_id": self.vault_id, "threshold": self.threshold,
                 "custodians": [{"name": c.name, "fingerprint": fp}
                                for fp, c in self.custodians.items()],
-                "models": models, "requests": requests}
+                "models": models, "requests": requests,
+                "audit": {"entries": head.size, "root": head.root}}
 
     def _request_status(self, request_id: str, now: datetime) -> dict[str, Any]:
         try:
