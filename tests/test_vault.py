@@ -341,7 +341,8 @@ def test_the_vault_operator_alone_cannot_decrypt(tmp_path, people, clock, weight
     op = people["mallory"]
     v = Vault.init(tmp_path / "vault", [people[n].public() for n in ("alice", "bob", "carol")],
                    actor=op, clock=clock)
-    v.put("llm", weights, actor=op, chunk_size=CHUNK)
+    refused(lambda: v.put("llm", weights, actor=op), "only a custodian may put")
+    v.put("llm", weights, actor=people["alice"], chunk_size=CHUNK)
     # 1. Nothing in the directory holds the key or any share in the clear, in any encoding.
     secrets_ = [keys[0]] + [s.y for s in shares] + [s.to_bytes() for s in shares]
     forms = [f(x) for x in secrets_ for f in (bytes, bytes.hex, base64.b64encode)]
@@ -352,10 +353,13 @@ def test_the_vault_operator_alone_cannot_decrypt(tmp_path, people, clock, weight
     # 2. The operator's own identity is no custodian...
     rid = v.request("llm", op, "I run the vault", timedelta(hours=1))
     refused(lambda: v.approve(rid, op), "not a custodian")
-    # 3. ... and adding it to vault.json gets it no share: shares are sealed to the others.
+    # 3. ... and adding it to vault.json is caught: the signed vault.init entry says otherwise.
     doc = json.loads((v.path / "vault.json").read_text())
     doc["custodians"].append(op.public().to_dict())
     (v.path / "vault.json").write_text(json.dumps(doc))
+    refused(lambda: Vault(v.path, clock=clock), "the roster was edited")
+    # Even past that check it would get no share: shares were sealed to the others at put.
+    monkeypatch.setattr(Vault, "_check_roster", lambda self: None)
     v = Vault(v.path, clock=clock)
     refused(lambda: v.approve(rid, op), "holds no share for mallory")
     # 4. Two more operator identities "approve" with shares the operator makes up, sealed
@@ -381,10 +385,49 @@ def test_the_vault_operator_alone_cannot_decrypt(tmp_path, people, clock, weight
     assert not (tmp_path / "out" / "model.bin").exists()
 
 
-def test_a_short_quorum_fails_loudly_on_the_key_check(tmp_path, people, clock, weights) -> None:
+def test_a_model_manifest_is_signed_by_the_custodian_who_put_it(vault, people, weights,
+                                                                 tmp_path) -> None:
+    """Whoever can write the directory cannot swap weights in under a model's name."""
+    path = vault.path / "models" / "llm" / "manifest.json"
+    original = path.read_text()
+    doc = json.loads(original)
+    assert doc["put_by"]["name"] == "alice" and doc["vault"] == vault.vault_id
+    rid = vault.request("llm", people["dave"], "eval", timedelta(hours=1))
+    for a in ("alice", "bob"):
+        vault.approve(rid, people[a])
+    doc["files"][0]["size"] += 1  # any edit breaks the custodian's signature
+    path.write_text(json.dumps(doc))
+    refused(lambda: vault.open(rid, people["dave"], tmp_path / "o1"), "altered")
+    refused(lambda: vault.request("llm", people["dave"], "again", timedelta(hours=1)),
+            "altered")
+    mallory = identity.new("mallory")  # re-signed by a non-custodian: refused by who signed it
+    doc["put_by"] = mallory.public().to_dict()
+    doc.pop("signature")
+    doc["signature"] = b64(mallory.sign(canonical(doc)))
+    path.write_text(json.dumps(doc))
+    refused(lambda: vault.open(rid, people["dave"], tmp_path / "o2"), "not a custodian")
+    path.write_text(original)
+    assert [p.name for p in vault.open(rid, people["dave"], tmp_path / "o3")]
+
+
+def test_the_roster_must_match_the_signed_first_audit_entry(vault, people) -> None:
+    doc = json.loads((vault.path / "vault.json").read_text())
+    doc["threshold"] = 3
+    (vault.path / "vault.json").write_text(json.dumps(doc))
+    refused(lambda: Vault(vault.path), "the roster was edited")
+    doc["threshold"] = 2
+    (vault.path / "vault.json").write_text(json.dumps(doc))
+    assert Vault(vault.path).threshold == 2
+    shutil.rmtree(vault.path / "audit")  # deleting the log does not remove the check
+    refused(lambda: Vault(vault.path), "custodians cannot be confirmed")
+
+
+def test_a_short_quorum_fails_loudly_on_the_key_check(tmp_path, people, clock, weights,
+                                                      monkeypatch) -> None:
     """Shamir gives wrong bytes without error for too few shares; the key check catches it.
     Here the operator lowers a 3-of-3 model's threshold to 2 so that two approvals pass the
-    count: recombining two shares of a degree-2 polynomial gives a wrong key."""
+    count: recombining two shares of a degree-2 polynomial gives a wrong key. The manifest's
+    signature refuses the edit first; the key check is the second line, tested without it."""
     custodians = [people[n].public() for n in ("alice", "bob", "carol")]
     v = Vault.init(tmp_path / "vault", custodians, threshold=3, actor=people["alice"], clock=clock)
     v.put("llm", weights, actor=people["alice"], chunk_size=CHUNK)
@@ -392,6 +435,9 @@ def test_a_short_quorum_fails_loudly_on_the_key_check(tmp_path, people, clock, w
     doc = json.loads(manifest.read_text())
     doc["threshold"] = 2
     manifest.write_text(json.dumps(doc))
+    refused(lambda: ask(v, people["dave"]), "altered")
+    monkeypatch.setattr(Vault, "manifest", lambda self, model: json.loads(
+        (self.path / "models" / model / "manifest.json").read_text()))
     rid = ask(v, people["dave"])
     v.approve(rid, people["alice"])
     v.approve(rid, people["bob"])

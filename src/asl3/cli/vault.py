@@ -196,7 +196,7 @@ def _add_vault_parsers(sub: Any) -> None:
         "other than the requester approve, and only then can the requester decrypt.\n\n"
         "example:\n"
         "  asl3 vault init vault --custodian alice.key.pub bob.key.pub carol.key.pub --as ops.key\n"
-        "  asl3 vault put vault llm-7b weights/*.safetensors --as ops.key\n"
+        "  asl3 vault put vault llm-7b weights/*.safetensors --as alice.key   # a custodian\n"
         "  asl3 vault request vault llm-7b --as dave.key --reason 'eval run' --ttl 4h\n"
         "  asl3 vault approve vault REQUEST --as alice.key     # and again as bob\n"
         "  asl3 vault open vault REQUEST --as dave.key --out /secure/llm-7b\n"
@@ -216,8 +216,8 @@ def _add_vault_parsers(sub: Any) -> None:
     i.add_argument("--threshold", type=int, default=2, metavar="K",
                    help="approvals needed to open (default 2, at least 2)")
     add_as(i)
-    p = add("put", "encrypt model files into the vault",
-            "asl3 vault put vault llm-7b model.safetensors config.json --as ops.key",
+    p = add("put", "encrypt model files into the vault (a custodian, who signs the manifest)",
+            "asl3 vault put vault llm-7b model.safetensors config.json --as alice.key",
             cmd_vault_put)
     p.add_argument("model", metavar="MODEL")
     p.add_argument("files", nargs="+", metavar="FILE")

@@ -169,7 +169,7 @@ class Grant:
 class Vault:
     """One vault directory. Every state change goes through `_record`."""
 
-    def __init__(self, path: str | Path, *, clock: Clock = _utcnow) -> None:
+    def __init__(self, path: str | Path, *, clock: Clock = _utcnow, _fresh: bool = False) -> None:
         self.path = Path(path)
         self._clock = clock
         doc = _read_json(self.path / "vault.json", f"vault {self.path}")
@@ -186,6 +186,30 @@ class Vault:
         if not 2 <= self.threshold <= len(self.custodians):
             raise VaultError(f"{self.path}/vault.json: threshold {self.threshold} is not between 2 "
                              f"and the number of custodians ({len(self.custodians)})")
+        if not _fresh:  # only `init`, before it writes the first entry
+            self._check_roster()
+
+    def _check_roster(self) -> None:
+        """vault.json must say what the signed `vault.init` entry (the audit log's first) says.
+
+        vault.json itself is unsigned: without this, whoever can write the directory could add
+        themselves as a custodian, then put a model signed by themselves. The first entry is
+        signed, and every later entry chains to it, so rewriting it means re-signing every
+        entry after it with other people's keys (`asl3 audit verify` names such a rewrite)."""
+        first = next(iter(self.audit.entries()), None)
+        where = f"{self.path}/vault.json"
+        if first is None or first.action != "vault.init" or first.seq != 0:
+            raise VaultError(f"{where}: the audit log does not start with the vault's signed "
+                             "vault.init entry; the custodians cannot be confirmed")
+        if not first.verify_signature():
+            raise VaultError(f"{where}: the audit log's vault.init entry does not verify")
+        d = first.details
+        signed = sorted(str(c.get("fingerprint")) for c in d.get("custodians", [])
+                        if isinstance(c, dict))
+        if (first.subject != self.vault_id or d.get("threshold") != self.threshold
+                or signed != sorted(self.custodians)):
+            raise VaultError(f"{where}: custodians, threshold or vault id differ from the signed "
+                             "vault.init entry of the audit log: the roster was edited")
 
     # -- setup ------------------------------------------------------------------------------
     @classmethod
@@ -208,7 +232,7 @@ class Vault:
         doc = {"format": FORMAT, "vault_id": secrets.token_hex(16), "threshold": threshold,
                "created": _iso(clock()), "custodians": [c.to_dict() for c in custodians]}
         _write_new(p / "vault.json", doc)
-        v = cls(p, clock=clock)
+        v = cls(p, clock=clock, _fresh=True)
         v._record(actor, "init", v.vault_id, threshold=threshold,
                   custodians=[{"name": c.name, "fingerprint": c.fingerprint} for c in custodians])
         return v
@@ -233,11 +257,12 @@ class Vault:
             return VaultError(f"{err} (and the refusal could not be logged: {e})")
         return err
 
-    def _custodian(self, ident: Identity) -> PublicIdentity:
+    def _custodian(self, ident: Identity, doing: str = "") -> PublicIdentity:
         pub = ident.public()
         known = self.custodians.get(pub.fingerprint)
         if known is None:
-            raise VaultError(f"{pub.name} ({pub.fingerprint}) is not a custodian of this vault")
+            raise VaultError(f"{pub.name} ({pub.fingerprint}) is not a custodian of this vault"
+                             + (f"; only a custodian may {doing}" if doing else ""))
         return known
 
     # -- models -----------------------------------------------------------------------------
@@ -245,13 +270,34 @@ class Vault:
         return self.path / "models" / _check_name(model, "model name")
 
     def manifest(self, model: str) -> dict[str, Any]:
-        return _read_json(self._model_dir(model) / "manifest.json", f"model {model!r}")
+        """A model's manifest, its custodian's signature checked (see `put`)."""
+        doc = _read_json(self._model_dir(model) / "manifest.json", f"model {model!r}")
+        where = f"model {model!r}: manifest"
+        body = {k: v for k, v in doc.items() if k != "signature"}
+        try:
+            signer = PublicIdentity.from_dict(doc.get("put_by"), f"{where} put_by")
+            sig = unb64(str(doc.get("signature", "")), "signature")
+        except (SecurityError, ValueError):
+            raise VaultError(f"{where} is not signed by the custodian who put it") from None
+        known = self.custodians.get(signer.fingerprint)
+        if known is None or known.ed25519 != signer.ed25519:
+            raise VaultError(f"{where} was signed by {signer.name}, who is not a custodian")
+        if not signer.verify(sig, canonical(body)):
+            raise VaultError(f"{where} does not match its custodian's signature (altered)")
+        if body.get("model") != model or body.get("vault") != self.vault_id:
+            raise VaultError(f"{where} belongs to another model or vault")
+        return doc
 
     def put(self, model: str, files: Sequence[str | Path], *, actor: Identity,
             chunk_size: int = chunks.DEFAULT_CHUNK, progress: StageProgress | None = None,
             ) -> dict[str, Any]:
         """Encrypt files as a new model under a fresh data key; seal one share per custodian.
-        `actor` (the operator adding the model) signs the audit entry."""
+
+        Only a custodian may put: the manifest (vault, model, key id, key check, files,
+        sealed shares) is signed by them, and `request` and `open` refuse a manifest that is
+        not signed by a custodian, so whoever can write the directory cannot swap in weights
+        of their own under a model's name."""
+        signer = self._custodian(actor, "put a model (its manifest is signed by a custodian)")
         final = self._model_dir(model)
         if final.exists():
             raise VaultError(f"model {model!r} is already in the vault; models are immutable")
@@ -287,7 +333,9 @@ class Vault:
                         "created": _iso(self._clock()), "threshold": self.threshold,
                         "chunk_size": chunk_size,
                         "key_check": key_check(key, self.vault_id, model, key_id),
-                        "files": entries, "shares": sealed}
+                        "files": entries, "shares": sealed, "vault": self.vault_id,
+                        "put_by": signer.to_dict()}
+            manifest["signature"] = b64(actor.sign(canonical(manifest)))
             _write_new(work / "manifest.json", manifest)
             os.replace(work, final)
         finally:
