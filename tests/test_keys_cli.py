@@ -6,13 +6,22 @@ categories it marks exemptible, always with a future end date); bad input exits 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from asl3.cli import main
+from asl3.security import identity
+from asl3.security.audit import AuditLog
 from asl3.store import Store
+
+
+@pytest.fixture(autouse=True)
+def _no_audit_dir_from_the_environment(monkeypatch) -> None:
+    monkeypatch.delenv("ASL3_AUDIT_DIR", raising=False)
 
 
 @pytest.fixture()
@@ -156,3 +165,113 @@ def test_the_db_defaults_to_asl3_db(capsys, tmp_path, monkeypatch):
 
 def test_keys_without_an_action_is_usage_error(capsys):
     assert "ACTION" in refused(capsys, "keys")
+
+
+# -- the audit log: every key action signed and logged when an audit directory is given -------
+@pytest.fixture()
+def officer(tmp_path):
+    me = identity.new("officer")
+    identity.save(me, tmp_path / "officer.key")
+    return me, str(tmp_path / "officer.key")
+
+
+def _no_key_material(audit_dir, *keys: str) -> None:
+    text = (audit_dir / "audit" / "log.jsonl").read_text()
+    for k in keys:
+        assert k not in text and hashlib.sha256(k.encode()).hexdigest() not in text
+
+
+def test_add_and_revoke_with_audit_are_signed_entries_without_key_material(
+        capsys, db, tmp_path, officer):
+    me, keyfile = officer
+    audit = tmp_path / "security"
+    audit.mkdir()
+    a = run_json(capsys, "keys", "add", "lab-7", "--exempt", "bio.acquisition", "--until",
+                 "2099-12-31", "--db", db, "--audit", str(audit), "--as", keyfile)
+    code, out, err = run(capsys, "keys", "add", "bob", "--db", db, "--audit", str(audit),
+                         "--as", keyfile)
+    bob = out.strip()
+    assert code == 0 and bob.startswith("asl3_") and "cannot be shown again" in err
+    assert run_json(capsys, "keys", "revoke", "lab-7", "--db", db, "--audit", str(audit),
+                    "--as", keyfile) == {"target": "lab-7", "revoked": 1}
+    log = AuditLog(audit)
+    assert log.verify(trusted=[me.public()]).ok
+    entries = list(log.entries())
+    assert [(e.action, e.subject) for e in entries] == [
+        ("keys.add", "lab-7"), ("keys.add", "bob"), ("keys.revoke", "lab-7")]
+    assert all(e.actor.fingerprint == me.public().fingerprint for e in entries)
+    assert entries[0].details == {
+        "prefix": a["prefix"], "store": db,
+        "exemptions": [{"category": "bio.acquisition", "until": "2099-12-31T00:00:00+00:00"}]}
+    assert entries[1].details["prefix"] == bob[:12] and entries[1].details["exemptions"] == []
+    assert entries[2].details == {"revoked": 1, "store": db}
+    _no_key_material(audit, a["key"], bob)
+
+
+def test_the_audit_dir_defaults_to_asl3_audit_dir(capsys, db, tmp_path, officer, monkeypatch):
+    _, keyfile = officer
+    audit = tmp_path / "env-audit"
+    audit.mkdir()
+    monkeypatch.setenv("ASL3_AUDIT_DIR", str(audit))
+    key = run_json(capsys, "keys", "add", "alice", "--db", db, "--as", keyfile)["key"]
+    code, _, _ = run(capsys, "keys", "revoke", key[:12], "--db", db, "--as", keyfile)
+    assert code == 0
+    log = AuditLog(audit)
+    assert log.verify().ok
+    assert [(e.action, e.subject) for e in log.entries()] == [
+        ("keys.add", "alice"), ("keys.revoke", key[:12])]
+    _no_key_material(audit, key)
+
+
+def test_an_audit_dir_without_as_is_refused_before_anything_changes(capsys, db, tmp_path,
+                                                                      monkeypatch):
+    audit = tmp_path / "security"
+    audit.mkdir()
+    assert "--as KEYFILE" in refused(capsys, "keys", "add", "alice", "--db", db,
+                                     "--audit", str(audit))
+    monkeypatch.setenv("ASL3_AUDIT_DIR", str(audit))
+    assert "ASL3_AUDIT_DIR" in refused(capsys, "keys", "add", "alice", "--db", db)
+    assert "--as KEYFILE" in refused(capsys, "keys", "revoke", "alice", "--db", db)
+    with Store(db) as s:
+        assert s.list_keys() == []
+    assert not (audit / "audit").exists()
+
+
+def test_as_without_an_audit_dir_and_a_missing_audit_dir_are_refused(capsys, db, tmp_path,
+                                                                     officer):
+    _, keyfile = officer
+    assert "--audit DIR" in refused(capsys, "keys", "add", "alice", "--db", db, "--as", keyfile)
+    assert "no such directory" in refused(capsys, "keys", "add", "alice", "--db", db, "--as",
+                                          keyfile, "--audit", str(tmp_path / "typo"))
+    with Store(db) as s:
+        assert s.list_keys() == []
+
+
+def test_an_audit_log_that_cannot_be_written_still_prints_the_key(capsys, db, tmp_path,
+                                                                  officer):
+    """The key was created: it is printed, and exit 2 says in one line that it was not logged.
+    The audit dir is read-only, and log.jsonl a directory so that it fails even as root."""
+    _, keyfile = officer
+    audit = tmp_path / "security"
+    (audit / "audit" / "log.jsonl").mkdir(parents=True)
+    (audit / "audit").chmod(0o500)
+    audit.chmod(0o500)
+    try:
+        code, out, err = run(capsys, "keys", "add", "alice", "--db", db, "--audit", str(audit),
+                             "--as", keyfile)
+        assert code == 2 and len(err.splitlines()) == 1, err
+        key = out.strip()
+        assert key.startswith("asl3_") and "NOT logged" in err and key[:12] in err
+        assert key not in err
+        with Store(db) as s:
+            assert s.lookup_key(key).name == "alice"
+        code, out, err = run(capsys, "keys", "revoke", "alice", "--db", db, "--audit",
+                             str(audit), "--as", keyfile)
+        assert code == 2 and "revoked 1 key" in out and len(err.splitlines()) == 1, err
+        assert "NOT logged" in err
+        with Store(db) as s:
+            assert s.lookup_key(key) is None
+    finally:
+        audit.chmod(0o700)
+        (audit / "audit").chmod(0o700)
+    assert os.listdir(audit / "audit" / "log.jsonl") == []

@@ -19,7 +19,7 @@ from asl3.cli import audit as audit_cli
 from asl3.cli import change as change_cli
 from asl3.cli import egress as egress_cli
 from asl3.cli import vault as vault_cli
-from asl3.cli.common import EXIT_BAD_INPUT, Parser, UsageError, fmt, progress_bar
+from asl3.cli.common import EXIT_BAD_INPUT, Parser, UsageError, add_as, fmt, progress_bar
 from asl3.errors import Asl3Error
 
 __all__ = ["EXIT_BAD_INPUT", "UsageError", "build_parser", "main", "progress_bar"]
@@ -287,17 +287,65 @@ def _exemptions_json(exemptions: Sequence[Any]) -> list[dict[str, str]]:
     return [{"category": e.category, "until": e.until.isoformat()} for e in exemptions]
 
 
+def _key_audit(a: argparse.Namespace) -> tuple[Any, Any] | None:
+    """(AuditLog, signing Identity) when an audit directory is given (--audit, else
+    $ASL3_AUDIT_DIR), else None. Checked before the store changes: --as is required, its key
+    must load and the directory must exist, so that a typo never leaves a key action unlogged."""
+    import os
+
+    directory = a.audit or os.environ.get("ASL3_AUDIT_DIR") or None
+    if directory is None:
+        if a.key:
+            raise UsageError("--as signs the audit entry: give --audit DIR or set ASL3_AUDIT_DIR")
+        return None
+    where = "--audit" if a.audit else "ASL3_AUDIT_DIR"
+    if not a.key:
+        raise UsageError(f"{where} {directory}: key actions are logged there, signed: give "
+                         "--as KEYFILE")
+    if not Path(directory).is_dir():
+        raise UsageError(f"{where} {directory}: no such directory for the audit log")
+    from asl3.cli.common import load_identity
+    from asl3.security.audit import AuditLog
+
+    return AuditLog(directory), load_identity(a)
+
+
+def _log_key_action(audit: tuple[Any, Any], action: str, subject: str,
+                    details: dict[str, Any]) -> str | None:
+    """Append the entry; None when it is logged, else why not (one line)."""
+    log, actor = audit
+    try:
+        log.append(actor, action, subject, details)
+    except Asl3Error as e:
+        why = str(e)
+    except OSError as e:
+        why = f"{e.filename}: {e.strerror}" if e.filename else str(e)
+    else:
+        return None
+    return " ".join(why.split())
+
+
 def cmd_keys_add(a: argparse.Namespace) -> int:
     from asl3.store import Store
 
     exemptions = _key_exemptions(a)
+    audit = _key_audit(a)
     with Store(a.db) as store:
         new = store.add_key(a.name, exemptions)
-    if a.json:
+    failed = None
+    if audit is not None:  # never the key or its hash: the prefix names it
+        failed = _log_key_action(audit, "keys.add", new.name, {
+            "prefix": new.prefix, "exemptions": _exemptions_json(exemptions),
+            "store": store.url})
+    if a.json:  # printed whatever the log says: a created key is never lost
         print(json.dumps({"name": new.name, "key": new.key, "prefix": new.prefix,
-                          "exemptions": _exemptions_json(exemptions)}))
+                          "exemptions": _exemptions_json(exemptions)}), flush=True)
     else:
-        print(new.key)
+        print(new.key, flush=True)
+    if failed is not None:
+        sys.stderr.write(f"asl3: key {new.prefix}... for {new.name!r} was created (store it now: "
+                         f"it cannot be shown again) but NOT logged: {failed}\n")
+        return EXIT_BAD_INPUT
     sys.stderr.write(f"asl3: store this key for {new.name!r} now: it cannot be shown again "
                      f"('asl3 keys list' shows it as {new.prefix}...)\n")
     return 0
@@ -334,16 +382,32 @@ def cmd_keys_list(a: argparse.Namespace) -> int:
 def cmd_keys_revoke(a: argparse.Namespace) -> int:
     from asl3.store import Store
 
+    audit = _key_audit(a)
     with Store(a.db) as store:
         n = store.revoke(a.target)
     if n == 0:
         raise UsageError(f"no active key matches {a.target!r} (give a principal name or a key "
                          "prefix from 'asl3 keys list')")
+    failed = None
+    if audit is not None:
+        failed = _log_key_action(audit, "keys.revoke", a.target,
+                                 {"revoked": n, "store": store.url})
     if a.json:
-        print(json.dumps({"target": a.target, "revoked": n}))
+        print(json.dumps({"target": a.target, "revoked": n}), flush=True)
     else:
-        print(f"revoked {n} key{'s' if n != 1 else ''} matching {a.target!r}")
+        print(f"revoked {n} key{'s' if n != 1 else ''} matching {a.target!r}", flush=True)
+    if failed is not None:
+        sys.stderr.write(f"asl3: the keys were revoked but NOT logged: {failed}\n")
+        return EXIT_BAD_INPUT
     return 0
+
+
+def _add_audit_arguments(p: argparse.ArgumentParser) -> None:
+    add_as(p, required=False, helptext="your private identity file: signs the audit entry "
+           "(required with an audit directory)")
+    p.add_argument("--audit", metavar="DIR",
+                   help="append a signed entry to the audit log in DIR/audit/ (default: "
+                        "$ASL3_AUDIT_DIR; without either, nothing is logged)")
 
 
 def _add_db_argument(p: argparse.ArgumentParser) -> None:
@@ -494,11 +558,17 @@ def build_parser() -> argparse.ArgumentParser:
         "only its SHA-256 and a short prefix to name it by. A principal (NAME) may hold several\n"
         "keys. Exemptions belong to the principal, only for categories the bundle's constitution\n"
         "marks exemptible, and always expire.\n\n"
+        "audit: security teams should set ASL3_AUDIT_DIR (or pass --audit DIR) so that every\n"
+        "'keys add' and 'keys revoke' is signed (--as KEYFILE) and appended to the audit log\n"
+        "('asl3 audit verify DIR'); without it, key actions are not logged. A logged exemption\n"
+        "is still only a request: with 'asl3 serve --safeguards', exemptions count only where\n"
+        "change management ('asl3 change') approved them.\n\n"
         "examples:\n"
         "  asl3 keys add alice\n"
         "  asl3 keys add lab-7 --exempt bio.acquisition --until 2026-12-31\n"
         "  asl3 keys list --db postgresql://asl3@localhost/asl3\n"
-        "  asl3 keys revoke alice                  # or one key by prefix: asl3_AbCdEfG"))
+        "  asl3 keys revoke alice                  # or one key by prefix: asl3_AbCdEfG\n"
+        "  ASL3_AUDIT_DIR=/srv/asl3/security asl3 keys add bob --as me.key"))
     ksub = kp.add_subparsers(dest="keys_command", metavar="ACTION", parser_class=Parser,
                              required=True)
     ka = ksub.add_parser("add", help="create a key (printed once) for a principal",
@@ -517,6 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
     ka.add_argument("--bundle", metavar="DIR",
                     help="bundle whose constitution lists the categories (default: bundled model)")
     _add_db_argument(ka)
+    _add_audit_arguments(ka)
     ka.add_argument("--json", action="store_true", help="print name, key, prefix as JSON")
     ka.set_defaults(func=cmd_keys_add)
     kl = ksub.add_parser("list", help="list keys (prefixes only; keys are never stored)",
@@ -536,6 +607,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  asl3 keys revoke asl3_AbCdEfG"))
     kr.add_argument("target", metavar="NAME|PREFIX")
     _add_db_argument(kr)
+    _add_audit_arguments(kr)
     kr.add_argument("--json", action="store_true", help="print the count as JSON")
     kr.set_defaults(func=cmd_keys_revoke)
     vault_cli.add_parsers(sub)

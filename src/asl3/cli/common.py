@@ -119,8 +119,8 @@ def action(group: Any, name: str, helptext: str, example: str,
     return p
 
 
-def add_as(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--as", dest="key", required=True, metavar="KEYFILE",
-                   help="your private identity file (from 'asl3 identity new')")
+def add_as(p: argparse.ArgumentParser, *, required: bool = True,
+           helptext: str = "your private identity file (from 'asl3 identity new')") -> None:
+    p.add_argument("--as", dest="key", required=required, metavar="KEYFILE", help=helptext)
     p.add_argument("--passphrase-env", metavar="VAR",
                    help="read the key file's passphrase from this environment variable")
