@@ -169,6 +169,9 @@ class Load:
                         lat.append(time.perf_counter() - t)
                     except Exception as err:  # noqa: BLE001 - every failure is counted
                         name = str(err) if isinstance(err, RuntimeError) else type(err).__name__
+                        if os.environ.get("ASL3_BENCH_VERBOSE"):
+                            print(f"bench: {name}: {err!r} after {time.perf_counter() - t:.2f} s",
+                                  file=sys.stderr)
                         errors[name] = errors.get(name, 0) + 1
 
             t0 = time.perf_counter()
@@ -187,6 +190,8 @@ def main() -> None:
     ap.add_argument("--token-delay", type=float, default=0.01)
     ap.add_argument("--tokens", type=int, default=80, help="tokens per response (default 80)")
     ap.add_argument("--stage2", choices=["auto", "on", "off"], default="auto")
+    ap.add_argument("--gateway-log", metavar="FILE",
+                    help="write the gateway's stderr (uvicorn and asl3 messages) here")
     ap.add_argument("--serve-fake", type=int, metavar="PORT", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.serve_fake:
@@ -208,9 +213,11 @@ def main() -> None:
     fake = subprocess.Popen([sys.executable, __file__, "--serve-fake", str(up_port), "--tokens",
                              str(a.tokens), "--token-delay", str(a.token_delay)], env=env)
     asl3 = str(Path(sys.executable).with_name("asl3"))
+    gw_log = (open(a.gateway_log, "w") if a.gateway_log  # noqa: SIM115 (lives as long as gw)
+              else subprocess.DEVNULL)
     gw = subprocess.Popen([asl3, "serve", "--upstream", f"http://127.0.0.1:{up_port}/v1",
                            "--db", db, "--port", str(gw_port), "--quiet", "--retain-text", "none",
-                           "--stage2", a.stage2], env=env, stderr=subprocess.DEVNULL)
+                           "--stage2", a.stage2], env=env, stdout=gw_log, stderr=gw_log)
     direct_url, gw_url = f"http://127.0.0.1:{up_port}/v1", f"http://127.0.0.1:{gw_port}/v1"
     out: dict[str, Any] = {"tokens_per_response": a.tokens, "token_delay_s": a.token_delay,
                            "prompt_chars": [min(map(len, PROMPTS)), max(map(len, PROMPTS))]}
