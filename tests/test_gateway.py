@@ -295,3 +295,21 @@ def test_asl3_serve_with_two_workers_records_every_request_and_drains_on_ctrl_c(
         proc.send_signal(signal.SIGINT)
         proc.wait(60)
     assert len(events(db)) == 20
+
+
+def test_serve_keeps_idle_client_connections_open_longer_than_clients_do(monkeypatch, db):
+    """uvicorn closes idle connections after 5 s by default, exactly when httpx (and so the
+    openai SDK) still reuses them: a request can meet a connection closing under it. The
+    gateway waits longer, so the client side closes idle connections."""
+    import uvicorn
+
+    from asl3.cli import main
+
+    seen: dict = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw))
+    argv = ["serve", "--upstream", "echo", "--allow-anonymous", "--db", db, "--stage2", "off",
+            "--quiet"]
+    assert main(argv) == 0
+    assert seen["timeout_keep_alive"] > httpx.Limits().keepalive_expiry
+    assert main([*argv, "--keep-alive", "30"]) == 0 and seen["timeout_keep_alive"] == 30
+    assert main([*argv, "--keep-alive", "0"]) == 2

@@ -22,6 +22,8 @@ from asl3.cli import vault as vault_cli
 from asl3.cli.common import EXIT_BAD_INPUT, Parser, UsageError, add_as, fmt, progress_bar
 from asl3.errors import Asl3Error
 
+KEEP_ALIVE_S = 65.0  # uvicorn's default is 5 s, the same as httpx's idle expiry: a race
+
 __all__ = ["EXIT_BAD_INPUT", "UsageError", "build_parser", "main", "progress_bar"]
 
 
@@ -205,6 +207,8 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
     if a.workers < 1:
         raise UsageError("--workers must be at least 1")
+    if not a.keep_alive > 0:
+        raise UsageError("--keep-alive must be a positive number of seconds")
     cfg = GatewayConfig(
         upstream=a.upstream, upstream_key_env=a.upstream_key_env, bundle=a.bundle,
         stage2=_STAGE2[a.stage2], db=a.db, allow_anonymous=a.allow_anonymous,
@@ -220,7 +224,8 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
         app = create_app(cfg)  # bad bundle, store or upstream settings fail here, in one line
         sys.stderr.write(banner)
-        uvicorn.run(app, host=a.host, port=a.port, log_level=level)
+        uvicorn.run(app, host=a.host, port=a.port, log_level=level,
+                    timeout_keep_alive=a.keep_alive)
         return 0
     from asl3.classify.bundle import load_bundle
     from asl3.guard import default_bundle_path
@@ -236,7 +241,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
     sys.stderr.write(banner)
     os.environ.update(cfg.to_env())
     uvicorn.run("asl3.gateway.app:create_app_from_env", factory=True, host=a.host, port=a.port,
-                workers=a.workers, log_level=level)
+                workers=a.workers, log_level=level, timeout_keep_alive=a.keep_alive)
     return 0
 
 
@@ -542,6 +547,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="upstream connect timeout in seconds (default 5)")
     s.add_argument("--read-timeout", type=float, default=120.0, metavar="S",
                    help="longest wait for the upstream's next byte; then 504 (default 120)")
+    s.add_argument("--keep-alive", type=float, default=KEEP_ALIVE_S, metavar="S",
+                   help="how long an idle client connection stays open (default "
+                        f"{KEEP_ALIVE_S:g}); longer than clients' own idle expiry (httpx and "
+                        "the openai SDK: 5 s), so the client, not the gateway, closes idle "
+                        "connections and a request never meets a connection closing under it")
     s.add_argument("--echo-delay", type=float, default=0.0, metavar="S",
                    help="seconds between the echo model's tokens (to watch streaming)")
     s.add_argument("--safeguards", metavar="DIR",
