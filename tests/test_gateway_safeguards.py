@@ -16,7 +16,7 @@ import pytest
 from asl3 import Guard
 from asl3.cli import main
 from asl3.data.io import read_jsonl
-from asl3.errors import ChangeError
+from asl3.errors import Asl3Error, ChangeError
 from asl3.gateway import GatewayConfig, create_app
 from asl3.security import identity
 from asl3.security.change import ChangeControl
@@ -50,8 +50,27 @@ def approve(cc: ChangeControl, people, cid: str) -> None:
 
 
 def test_the_settings_directory_travels_to_worker_processes():
-    cfg = GatewayConfig(safeguards="/etc/asl3/settings")
+    cfg = GatewayConfig(safeguards="/etc/asl3/settings", safeguards_trust=("/etc/asl3/a.pub",))
     assert GatewayConfig.from_env(cfg.to_env()) == cfg
+
+
+def test_a_roster_signed_by_someone_untrusted_refuses_to_start(settings, people, pguard,
+                                                              tmp_path):
+    """--safeguards-trust pins the roster's signer: a directory rewritten wholesale with a
+    roster and history of someone else's does not start the gateway."""
+    for name, who in people.items():
+        identity.save_public(who.public(), tmp_path / f"{name}.pub")
+    mallory = identity.new("mallory")
+    identity.save_public(mallory.public(), tmp_path / "mallory.pub")
+    ok = GatewayConfig(upstream="echo", safeguards=str(settings.path),
+                       safeguards_trust=(str(tmp_path / "alice.pub"),))
+    assert create_app(ok, guard=pguard, use_store=False).state.gateway.safeguards is not None
+    pinned_elsewhere = GatewayConfig(upstream="echo", safeguards=str(settings.path),
+                                     safeguards_trust=(str(tmp_path / "mallory.pub"),))
+    with pytest.raises(ChangeError, match="not one of the trusted identities"):
+        create_app(pinned_elsewhere, guard=pguard, use_store=False)
+    with pytest.raises(Asl3Error, match="needs --safeguards"):
+        GatewayConfig(upstream="echo", safeguards_trust=(str(tmp_path / "alice.pub"),))
 
 
 def test_a_bundle_that_is_not_the_approved_one_refuses_to_start(settings, guard, pguard, capsys):

@@ -214,7 +214,8 @@ def cmd_serve(a: argparse.Namespace) -> int:
         stage2=_STAGE2[a.stage2], db=a.db, allow_anonymous=a.allow_anonymous,
         max_body_bytes=a.max_body, connect_timeout=a.connect_timeout,
         read_timeout=a.read_timeout, retain_text=a.retain_text, retention_days=a.retention_days,
-        echo_delay=a.echo_delay, safeguards=a.safeguards)
+        echo_delay=a.echo_delay, safeguards=a.safeguards,
+        safeguards_trust=tuple(a.safeguards_trust or ()))
     where = f"http://{a.host}:{a.port}/v1"
     banner = (f"asl3 gateway: {where} -> upstream {cfg.upstream}; {a.workers} worker(s); "
               "Ctrl-C stops\n")
@@ -236,7 +237,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
         from asl3.gateway.app import apply_safeguards
         from asl3.guard import Guard
 
-        apply_safeguards(Guard(bundle, stage2=False), cfg.safeguards)
+        apply_safeguards(Guard(bundle, stage2=False), cfg.safeguards, cfg.safeguards_trust)
     Store(cfg.db).close()
     sys.stderr.write(banner)
     os.environ.update(cfg.to_env())
@@ -558,6 +559,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="settings directory of 'asl3 change': refuse to start unless the bundle "
                         "is the approved one, apply approved threshold overrides, and honour key "
                         "exemptions only where a change approved them")
+    s.add_argument("--safeguards-trust", nargs="+", metavar="PUBFILE",
+                   help="with --safeguards: refuse to start unless the settings' roster "
+                        "(change.json) was signed by one of these identities")
     s.add_argument("--quiet", action="store_true", help="log warnings only")
     _add_stage2_argument(s)
     s.set_defaults(func=cmd_serve)

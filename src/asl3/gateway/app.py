@@ -16,7 +16,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -422,13 +422,20 @@ def build_upstream(config: GatewayConfig) -> Upstream:
     return HttpUpstream(config.upstream, key, config.connect_timeout, config.read_timeout)
 
 
-def apply_safeguards(guard: Guard, directory: str) -> tuple[Guard, Any]:
+def apply_safeguards(guard: Guard, directory: str,
+                     trust: Sequence[str] = ()) -> tuple[Guard, Any]:
     """``--safeguards DIR``: load the approved settings (every signature checked), refuse a
     bundle that is not the approved one, and return a guard with the approved threshold
-    overrides (a copy: the guard given is left as it was) together with the settings."""
-    from asl3.security.change import load_approved
+    overrides (a copy: the guard given is left as it was) together with the settings.
 
-    approved = load_approved(directory)
+    ``trust`` (public identity files, ``--safeguards-trust``) pins who signed the roster:
+    without it, someone able to rewrite the whole directory could start a roster and a
+    history of their own."""
+    from asl3.security.change import load_approved
+    from asl3.security.identity import load_public
+
+    trusted = [load_public(f) for f in trust] or None
+    approved = load_approved(directory, trusted=trusted)
     name = str(guard.bundle.path or guard.bundle.manifest.get("name", "bundle"))
     approved.check_digest(guard.bundle.digest, name)
     if approved.thresholds:
@@ -467,7 +474,7 @@ def create_app(config: GatewayConfig | None = None, guard: Guard | None = None,
     guard = guard or Guard.load(config.bundle, stage2=config.stage2)
     safeguards = None
     if config.safeguards:
-        guard, safeguards = apply_safeguards(guard, config.safeguards)
+        guard, safeguards = apply_safeguards(guard, config.safeguards, config.safeguards_trust)
     upstream = upstream or build_upstream(config)
     if store is None and use_store:
         from asl3.store import Store

@@ -34,12 +34,15 @@ class GatewayConfig:
     echo_delay: float = 0.0  # seconds between the demo model's tokens
     queue_size: int = 10_000  # events waiting for the store before they are counted as dropped
     safeguards: str | None = None  # settings directory (asl3 change): only approved settings
+    safeguards_trust: tuple[str, ...] = ()  # public identity files; the roster's signer is one
 
     def __post_init__(self) -> None:
         if self.retain_text not in RETAIN:
             raise Asl3Error(f"retain_text must be one of {', '.join(RETAIN)}, not {self.retain_text!r}")
         if self.upstream != "echo" and not self.upstream.startswith(("http://", "https://")):
             raise Asl3Error(f"--upstream must be an http(s) URL or 'echo', not {self.upstream!r}")
+        if self.safeguards_trust and not self.safeguards:
+            raise Asl3Error("--safeguards-trust needs --safeguards DIR")
         for name in ("max_body_bytes", "connect_timeout", "read_timeout", "queue_size"):
             if getattr(self, name) <= 0:
                 raise Asl3Error(f"{name} must be positive")
@@ -54,4 +57,6 @@ class GatewayConfig:
             return cls()
         data: dict[str, Any] = json.loads(raw)
         known = {f.name for f in fields(cls)}
+        if isinstance(data.get("safeguards_trust"), list):  # JSON has no tuples
+            data["safeguards_trust"] = tuple(data["safeguards_trust"])
         return cls(**{k: v for k, v in data.items() if k in known})
