@@ -246,10 +246,11 @@ def test_the_proxy_lifts_a_block_only_with_an_applied_unblock_change_once(tmp_pa
             status, out = await post(proxy, signed_unblock(people["bob"], A, right))
             assert status == 403 and "already used" in out["error"]
             assert A in proxy.blocked
-        # a restarted proxy still knows the change was used (read back from the alert file)
+        # a restarted proxy still knows the change was used, and that A is still blocked
+        # (both read back from the alert file)
         async with proxy_on(tmp_path, cc.path) as proxy:
             assert right in proxy.used_changes
-            await block(proxy, A)
+            assert A in proxy.blocked
             status, out = await post(proxy, signed_unblock(alice, A, right))
             assert status == 403 and "already used" in out["error"]
             # not blocked: 409, and the change stays unused

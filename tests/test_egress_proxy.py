@@ -225,6 +225,29 @@ def test_a_block_stays_until_an_approved_change_lifts_it_and_is_in_the_metrics(t
     asyncio.run(main())
 
 
+def test_a_restart_does_not_lift_a_block(tmp_path):
+    """Blocks are replayed from the alert file at start: crashing or restarting the proxy (an
+    attacker may provoke either) leaves the client blocked; only a recorded unblock lifts it."""
+    async def main():
+        async with running(tmp_path, budgets=[(100_000, 60.0)]) as p:
+            r, w, _ = await connect(p, p.sink.port, A)
+            with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
+                await send(w, 1_000_000)
+                await asyncio.wait_for(r.readexactly(1), 5)
+            assert A in p.blocked
+        async with running(tmp_path, budgets=[(100_000, 60.0)]) as p:  # same alert file
+            assert A in p.blocked and p.blocked[A].kind == "budget"
+            _, _, head = await connect(p, p.sink.port, A)
+            assert head.startswith("HTTP/1.1 403")
+            rb, _, head = await connect(p, p.sink.port, B)
+            assert head.startswith("HTTP/1.1 200"), head + (await rb.read()).decode()
+            p._append_alert(p.unblock(A, "alice", "approved change"))
+        async with running(tmp_path, budgets=[(100_000, 60.0)]) as p:
+            assert A not in p.blocked
+
+    asyncio.run(main())
+
+
 def test_block_goes_to_the_audit_log_and_the_webhook(tmp_path):
     from asl3.security.audit import AuditLog
 

@@ -30,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from asl3.egress.units import format_duration, format_rate, format_size
 
@@ -53,6 +54,15 @@ class Alert:
         d = asdict(self)
         d["clients"] = list(self.clients)
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Alert:
+        """An alert read back from the record (alert file or audit log)."""
+        return cls(kind=str(d.get("kind", "budget")), scope=str(d.get("scope", "client")),
+                   key=str(d.get("key", "")), clients=tuple(str(c) for c in d.get("clients") or ()),
+                   reason=str(d.get("reason", "blocked before a restart")),
+                   observed=float(d.get("observed") or 0), limit=float(d.get("limit") or 0),
+                   window_s=float(d.get("window_s") or 0), at=float(d.get("at") or 0))
 
 
 class RollingCounter:

@@ -276,7 +276,15 @@ class EgressProxy:
             self._listeners.clear()
             raise
         self.cfg.port = port
-        self.used_changes.update(self._used_changes_on_record())
+        used, still_blocked = self._replay_record()
+        self.used_changes.update(used)
+        for client, rec in still_blocked.items():  # a restart must not lift a block
+            self.blocked[client] = Alert.from_dict(rec)
+            self.blocked_since[client] = float(rec.get("time") or time.time())
+        if still_blocked:
+            self.metrics.blocked.set(len(self.blocked))
+            log.warning("egress: %d client(s) still blocked from before this start: %s",
+                        len(still_blocked), ", ".join(sorted(still_blocked)))
         if self.cfg.metrics_host:
             from asl3.egress.admin import serve_admin
 
@@ -406,31 +414,46 @@ class EgressProxy:
             except Exception as e:
                 log.error("egress: webhook %s failed: %s", self.cfg.webhook, e)
 
-    def _used_changes_on_record(self) -> dict[str, float]:
-        """Unblock change ids already used, from the alert file and the audit log (so that a
-        restart does not make an approved unblock usable twice)."""
+    def _replay_record(self) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
+        """From the alert file and the audit log: the unblock change ids already used (so a
+        restart does not make an approved unblock usable twice) and the clients whose block
+        was never lifted (so a restart, or a crash an attacker provokes, does not lift it).
+        A block open in either record counts: fail closed."""
         used: dict[str, float] = {}
+        blocked: dict[str, dict[str, Any]] = {}
 
-        def note(rec: Any) -> None:
-            if isinstance(rec, dict) and rec.get("event") == "unblock" \
-                    and isinstance(rec.get("change"), str):
-                used.setdefault(rec["change"], float(rec.get("time") or 0))
+        def replay(records: Any) -> None:
+            open_: dict[str, dict[str, Any]] = {}
+            for rec in records:
+                if not isinstance(rec, dict):
+                    continue
+                if rec.get("event") == "unblock":
+                    if isinstance(rec.get("change"), str):
+                        used.setdefault(rec["change"], float(rec.get("time") or 0))
+                    open_.pop(str(rec.get("client")), None)
+                elif rec.get("event") == "block":
+                    for c in rec.get("clients") or ():
+                        open_[str(c)] = rec
+            for c, rec in open_.items():
+                blocked.setdefault(c, rec)
 
         if self.cfg.alerts_path and os.path.exists(self.cfg.alerts_path):
-            with open(self.cfg.alerts_path, encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    with contextlib.suppress(ValueError):
-                        note(json.loads(line))
+            def lines() -> Any:
+                with open(self.cfg.alerts_path, encoding="utf-8", errors="replace") as f:
+                    for line in f:
+                        with contextlib.suppress(ValueError):
+                            yield json.loads(line)
+            replay(lines())
         if self.cfg.audit_dir and os.path.exists(os.path.join(self.cfg.audit_dir, "audit")):
             from asl3.security.audit import AuditLog
 
             try:
-                for e in AuditLog(self.cfg.audit_dir).entries():
-                    if e.action == "egress.unblock":
-                        note(e.details)
+                replay(e.details for e in AuditLog(self.cfg.audit_dir).entries()
+                       if e.action in ("egress.block", "egress.unblock"))
             except Exception as e:
-                log.error("egress: cannot read the audit log for used unblock changes: %s", e)
-        return used
+                log.error("egress: cannot read the audit log for blocks and used unblock "
+                          "changes: %s", e)
+        return used, blocked
 
     # -- connections ----------------------------------------------------------------------
     async def _reply(self, sock: socket.socket, status: int, reason: str) -> None:
