@@ -251,6 +251,8 @@ def main() -> None:
             gw.kill()
         fake.terminate()
         fake.wait(30)
+        if gw_log is not subprocess.DEVNULL:
+            gw_log.close()
     store = Store(db)
     out["events_in_store"] = store.count_events()
     out["events_dropped"] = store.dropped_total()

@@ -10,7 +10,7 @@ threshold out of range is refused; the CLI does the whole round trip.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -31,26 +31,10 @@ DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "src" / "asl3" / "models"
 EXEMPTIBLE, NOT_EXEMPTIBLE = "bio.acquisition", "bio.weaponization"  # in the default bundle
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 24, 9, 0, tzinfo=timezone.utc)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kw: float) -> None:
-        self.now += timedelta(**kw)
-
-
 @pytest.fixture()
 def people() -> dict[str, Identity]:
     """alice, bob and carol are members; mallory is not."""
     return {n: identity.new(n) for n in ("alice", "bob", "carol", "mallory")}
-
-
-@pytest.fixture()
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture()

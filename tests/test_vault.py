@@ -13,7 +13,7 @@ import base64
 import json
 import os
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -32,26 +32,10 @@ SIZE = 4 * CHUNK + 904  # five chunks, the last one short
 HEADER = 36
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 24, 9, 0, tzinfo=timezone.utc)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kw: float) -> None:
-        self.now += timedelta(**kw)
-
-
 @pytest.fixture()
 def people() -> dict[str, Identity]:
     """alice, bob and carol are custodians; dave is not; mallory is an outsider."""
     return {n: identity.new(n) for n in ("alice", "bob", "carol", "dave", "mallory")}
-
-
-@pytest.fixture()
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture()

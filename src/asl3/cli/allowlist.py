@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from asl3.cli.common import UsageError, action, add_as, group, load_identity
+from asl3.cli.common import UsageError, add_as, dir_actions, group, load_identity
 
 EXIT_NOT_ALLOWED = 1
 
@@ -150,11 +150,11 @@ def add_parsers(sub: Any) -> None:
         "  asl3 allowlist remove vault /opt/infer/bin/server --as bob.key   (approve + apply too)\n"
         "  asl3 allowlist export vault --format fapolicyd --weights-path /secure/llm-7b"))
 
+    add_dir = dir_actions(asub, "the settings or vault directory (with change.json)")
+
     def add(name: str, helptext: str, example: str, func: Any, *, reads: bool = False,
             **kw: str) -> argparse.ArgumentParser:
-        p = action(asub, name, helptext, example, func, **kw)
-        p.add_argument("dir", metavar="DIR",
-                       help="the settings or vault directory (with change.json)")
+        p = add_dir(name, helptext, example, func, **kw)
         if reads:
             p.add_argument("--trust", nargs="+", metavar="PUBFILE",
                            help="refuse unless change.json is signed by one of these identities")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from asl3.cli.common import action, big_progress, group, load_identity
+from asl3.cli.common import big_progress, dir_actions, group, load_identity
 
 EXIT_TAMPERED = 1
 
@@ -133,10 +133,7 @@ def add_parsers(sub: Any) -> None:
         "  asl3 audit head vault --out /offsite/head-0601.json --as auditor.key\n"
         "  asl3 audit prove vault --index 17 --checkpoint /offsite/head-0601.json"))
 
-    def add(name: str, helptext: str, example: str, func: Any, **kw: str) -> argparse.ArgumentParser:
-        p = action(asub, name, helptext, example, func, **kw)
-        p.add_argument("dir", metavar="DIR", help="the directory holding audit/ (e.g. a vault)")
-        return p
+    add = dir_actions(asub, "the directory holding audit/ (e.g. a vault)")
 
     v = add("verify", "check every entry's signature, the hash chain, order and a checkpoint",
             "asl3 audit verify vault --trust alice.key.pub --checkpoint head.json", cmd_audit_verify,

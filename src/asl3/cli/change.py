@@ -5,11 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from asl3.cli.common import UsageError, action, add_as, group, load_identity, parse_duration
+from asl3.cli.common import (
+    UsageError,
+    add_as,
+    dir_actions,
+    group,
+    load_identity,
+    parse_duration,
+)
 
 
 def _control(a: argparse.Namespace) -> Any:
@@ -192,11 +198,7 @@ def add_parsers(sub: Any) -> None:
         "  asl3 change apply settings CHANGE --as alice.key\n"
         "  asl3 serve --upstream echo --bundle new-bundle --safeguards settings"))
 
-    def add(name: str, helptext: str, example: str, func: Callable[[argparse.Namespace], int],
-            **kw: str) -> argparse.ArgumentParser:
-        p = action(csub, name, helptext, example, func, **kw)
-        p.add_argument("dir", metavar="DIR", help="the settings directory (may be a vault)")
-        return p
+    add = dir_actions(csub, "the settings directory (may be a vault)")
 
     i = add("init", "create the change roster of a settings directory",
             "asl3 change init settings --member a.pub b.pub c.pub --approvals 1 --as a.key",

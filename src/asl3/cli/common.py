@@ -119,6 +119,19 @@ def action(group: Any, name: str, helptext: str, example: str,
     return p
 
 
+def dir_actions(group: Any, dir_help: str) -> Callable[..., argparse.ArgumentParser]:
+    """`action` for a group whose every action first names the directory it works on
+    (`asl3 vault|change|audit|allowlist ACTION DIR ...`)."""
+
+    def add(name: str, helptext: str, example: str, func: Callable[[argparse.Namespace], int],
+            **kw: str) -> argparse.ArgumentParser:
+        p = action(group, name, helptext, example, func, **kw)
+        p.add_argument("dir", metavar="DIR", help=dir_help)
+        return p
+
+    return add
+
+
 def add_as(p: argparse.ArgumentParser, *, required: bool = True,
            helptext: str = "your private identity file (from 'asl3 identity new')") -> None:
     p.add_argument("--as", dest="key", required=required, metavar="KEYFILE", help=helptext)

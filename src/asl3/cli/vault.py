@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from asl3.cli.common import (
     action,
     add_as,
     big_progress,
+    dir_actions,
     group,
     load_identity,
     parse_duration,
@@ -202,11 +202,7 @@ def _add_vault_parsers(sub: Any) -> None:
         "  asl3 vault open vault REQUEST --as dave.key --out /secure/llm-7b\n"
         "  asl3 audit verify vault      # every action above is a signed entry in vault/audit/"))
 
-    def add(name: str, helptext: str, example: str, func: Callable[[argparse.Namespace], int],
-            **kw: str) -> argparse.ArgumentParser:
-        p = action(vsub, name, helptext, example, func, **kw)
-        p.add_argument("dir", metavar="DIR", help="the vault directory")
-        return p
+    add = dir_actions(vsub, "the vault directory")
 
     i = add("init", "create a vault with its custodians",
             "asl3 vault init vault --custodian a.pub b.pub c.pub --threshold 2 --as ops.key",
