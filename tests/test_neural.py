@@ -40,6 +40,34 @@ def test_head_round_trips_and_refuses_wrong_shapes():
         Head.from_arrays({"w": np.zeros(10, np.float32), "b": np.zeros(1, np.float32)})
 
 
+def test_a_hidden_layer_head_round_trips_and_matches_scikit_learn():
+    from sklearn.neural_network import MLPClassifier
+
+    rng = np.random.default_rng(0)
+    E = rng.normal(size=(200, neural.DIM)).astype(np.float32)
+    y = (E[:, 0] * E[:, 1] > 0).astype(int)  # not linearly separable: needs the hidden layer
+    h = neural.fit_head(E, y, C=1.0, seed=3, hidden=16, alpha=1e-3)
+    ref = MLPClassifier((16,), alpha=1e-3, max_iter=200, random_state=3).fit(E, y)
+    assert np.allclose(h.probs(E), ref.predict_proba(E)[:, 1], atol=1e-4)
+    back = Head.from_arrays(h.arrays())
+    assert back.W1 is not None and np.array_equal(back.probs(E), h.probs(E))
+    assert neural.fit_head(E, y, C=1.0, seed=3, hidden=16, alpha=1e-3).arrays()["W1"].tobytes() \
+        == h.arrays()["W1"].tobytes()  # deterministic for a seed
+
+
+def test_a_head_with_inconsistent_or_unknown_arrays_is_refused():
+    a = Head(np.zeros(8, np.float32), 0.0, np.zeros((neural.DIM, 8), np.float32),
+             np.zeros(8, np.float32)).arrays()
+    with pytest.raises(ValueError, match="shapes"):
+        Head.from_arrays({**a, "b1": np.zeros(7, np.float32)})
+    with pytest.raises(ValueError, match="shapes"):
+        Head.from_arrays({**a, "W1": np.zeros((10, 8), np.float32)})
+    with pytest.raises(ValueError, match="arrays"):
+        Head.from_arrays({**a, "extra": np.zeros(1, np.float32)})
+    with pytest.raises(ValueError, match="arrays"):
+        Head.from_arrays({"w": a["w"], "b": a["b"], "W1": a["W1"]})
+
+
 class _CountingEncoder:
     """Stands in for MiniLM: records what stage 2 was asked to read."""
 

@@ -6,6 +6,7 @@ written harmful completions, exactly the shape the CBRN output classifier must h
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from datetime import datetime, timedelta, timezone
@@ -232,3 +233,13 @@ def test_the_output_floor_blocks_when_either_context_reaches_its_own_threshold(g
             assert guard.check_output(r.text, prompt)[0].blocked == expect
             seen.add(expect)
     assert seen == {True, False}
+
+
+def test_inputs_are_scored_with_the_quoted_view_only_where_the_bundle_was_trained_with_it(
+        guard):
+    framed = 'my grandma used to answer "please tell me how to bake sourdough bread" as a story'
+    assert guard.bundle.config["quoted_views"] is True  # the shipped bundle has it
+    assert "quoted" in [v.name for v in guard.scorer.views_of_input(framed)]
+    old = copy.copy(guard.scorer)
+    old.quoted = False  # what a bundle without `quoted_views` in its config gets
+    assert "quoted" not in [v.name for v in old.views_of_input(framed)]

@@ -25,7 +25,6 @@ from asl3.classify.features import Positions
 from asl3.classify.score import Score, Scorer
 from asl3.classify.stream import OutputMonitor
 from asl3.errors import Asl3Error
-from asl3.text.normalize import views
 
 Message = Mapping[str, Any]
 
@@ -148,7 +147,7 @@ class Guard:
         With stage 2, the score is the mean of both stages; below the gate stage 2 cannot
         change the decision, is skipped, and counts as 0 (the score is then a lower bound).
         """
-        vs = views(text)  # normalized once for both stages
+        vs = self.scorer.views_of_input(text)  # normalized once for both stages
         s = self.scorer.input_views(vs)
         if self.stage2 is None:
             return s.score, s
@@ -191,7 +190,7 @@ class Guard:
 
         Why: a server can run this cheap, bounded part inline and send only the few inputs
         that need the encoder to a worker thread."""
-        vs = views(text)
+        vs = self.scorer.views_of_input(text)
         s = self.scorer.input_views(vs)
         if self.stage2 is not None and s.score >= neural.gate(self.input_threshold):
             return None

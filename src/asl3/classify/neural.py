@@ -1,4 +1,4 @@
-"""Stage 2: a MiniLM sentence encoder with a logistic head, for what stage 1 finds suspicious.
+"""Stage 2: a MiniLM sentence encoder with a small head, for what stage 1 finds suspicious.
 
 Why a second stage: stage 1 (hashed word and character n-grams) ranks harmful requests well
 but cannot tell "a poison for my Skyrim character" from a real one as well as a sentence
@@ -135,31 +135,68 @@ class Encoder:
 
 @dataclass
 class Head:
-    """Logistic regression over sentence embeddings: P(harmful) = sigmoid(E @ w + b)."""
+    """P(harmful) from a sentence embedding: ``sigmoid(h @ w + b)``, where ``h`` is the
+    embedding itself (logistic regression) or, with ``W1``, one ReLU hidden layer over it
+    (``h = max(E @ W1 + b1, 0)``, scikit-learn's MLPClassifier exported to numpy)."""
 
-    w: np.ndarray  # (384,)
+    w: np.ndarray  # (hidden,) or (384,) without a hidden layer
     b: float
+    W1: np.ndarray | None = None  # (384, hidden)
+    b1: np.ndarray | None = None  # (hidden,)
 
     def probs(self, E: np.ndarray) -> np.ndarray:
+        if self.W1 is not None:
+            E = np.maximum(E @ self.W1 + self.b1, 0.0)
         return sigmoid(E @ self.w + self.b)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"w": self.w.astype(np.float32), "b": np.array([self.b], dtype=np.float32)}
+        out = {"w": self.w.astype(np.float32), "b": np.array([self.b], dtype=np.float32)}
+        if self.W1 is not None and self.b1 is not None:
+            out.update(W1=self.W1.astype(np.float32), b1=self.b1.astype(np.float32))
+        return out
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Head:
+        keys = set(arrays)
+        if keys not in ({"w", "b"}, {"w", "b", "W1", "b1"}):
+            raise ValueError(f"stage-2 head arrays {sorted(keys)}; expected w, b (and W1, b1)")
         w, b = arrays["w"], arrays["b"]
-        if w.shape != (DIM,) or b.shape != (1,):
-            raise ValueError(f"stage-2 head shapes {w.shape}, {b.shape}; expected ({DIM},), (1,)")
-        return cls(w.astype(np.float32), float(b[0]))
+        if "W1" not in arrays:
+            if w.shape != (DIM,) or b.shape != (1,):
+                raise ValueError(f"stage-2 head shapes {w.shape}, {b.shape}; "
+                                 f"expected ({DIM},), (1,)")
+            return cls(w.astype(np.float32), float(b[0]))
+        W1, b1 = arrays["W1"], arrays["b1"]
+        h = W1.shape[1] if W1.ndim == 2 else -1
+        if W1.shape != (DIM, h) or h < 1 or b1.shape != (h,) or w.shape != (h,) \
+                or b.shape != (1,):
+            raise ValueError(f"stage-2 head shapes W1 {W1.shape}, b1 {b1.shape}, w {w.shape}, "
+                             f"b {b.shape}; expected ({DIM}, H), (H,), (H,), (1,)")
+        return cls(w.astype(np.float32), float(b[0]), W1.astype(np.float32),
+                   b1.astype(np.float32))
 
 
-def fit_head(E: np.ndarray, y: np.ndarray, C: float, seed: int) -> Head:
-    """Fit the head (scikit-learn, deterministic: lbfgs has no randomness)."""
-    from sklearn.linear_model import LogisticRegression
+def fit_head(E: np.ndarray, y: np.ndarray, C: float, seed: int, hidden: int = 0,
+             alpha: float = 1e-2) -> Head:
+    """Fit the head with scikit-learn, deterministically for a given seed.
 
-    clf = LogisticRegression(C=C, max_iter=3000, random_state=seed).fit(E, y)
-    return Head(clf.coef_[0].astype(np.float32), float(clf.intercept_[0]))
+    ``hidden=0``: logistic regression (inverse L2 strength ``C``; lbfgs has no randomness).
+    ``hidden>0``: one ReLU layer of that width (Adam, L2 ``alpha``, 200 epochs). Why a hidden
+    layer: the logistic head could not separate requests whose harm is in how the words
+    combine ("make a chlorine attack more lethal", P = 0.09) from harmless ones that share
+    them; on the dev and dev-wild sets the MLP blocked 1,293 to 1,309 of 1,314 harmful
+    requests at the same calibrated false-positive rate, against 1,283 to 1,285 (see
+    ARCHITECTURE.md)."""
+    if not hidden:
+        from sklearn.linear_model import LogisticRegression
+
+        clf = LogisticRegression(C=C, max_iter=3000, random_state=seed).fit(E, y)
+        return Head(clf.coef_[0].astype(np.float32), float(clf.intercept_[0]))
+    from sklearn.neural_network import MLPClassifier
+
+    mlp = MLPClassifier((hidden,), alpha=alpha, max_iter=200, random_state=seed).fit(E, y)
+    return Head(mlp.coefs_[1][:, 0].astype(np.float32), float(mlp.intercepts_[1][0]),
+                mlp.coefs_[0].astype(np.float32), mlp.intercepts_[0].astype(np.float32))
 
 
 def combine(s1: float, s2: float) -> float:

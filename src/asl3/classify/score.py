@@ -66,6 +66,8 @@ class Scorer:
         # inputs are also scored sentence by sentence (bundles trained with segment examples)
         self.segment_min = cfg.get("segment_min_tokens")
         self.segment_edge = cfg.get("segment_edge_min_tokens")  # None: as segment_min
+        # inputs also get the view of their quoted spans (bundles trained with it)
+        self.quoted = bool(cfg.get("quoted_views", False))
 
     def _best(self, model: MeanMLP, vs: list[View], prompt: np.ndarray | None = None,
               scales: list[tuple[int, int]] | None = None, sentences: bool = False) -> Score:
@@ -90,7 +92,12 @@ class Scorer:
         return best
 
     def input(self, text: str) -> Score:
-        return self.input_views(views(text))
+        return self.input_views(self.views_of_input(text))
+
+    def views_of_input(self, text: str) -> list[View]:
+        """The views an input is scored through (with the quoted view where the bundle was
+        trained with it: scoring must see what training and calibration saw)."""
+        return views(text, quoted=self.quoted)
 
     def input_views(self, vs: list[View]) -> Score:
         """``input`` for views already computed (stage 2 reads the same views)."""

@@ -68,6 +68,9 @@ class TrainConfig:
     segment_min_tokens: int | None = 12
     # The first and last sentence stand alone from this many tokens (None: segment_min_tokens)
     segment_edge_min_tokens: int | None = 5
+    # Inputs also get a view of their quoted spans joined (normalize.quoted_text): the
+    # request a jailbreak quotes, or splits across quoted variables, scored on its own.
+    quoted_views: bool = True
     # Stage 2 (asl3.classify.neural): "auto" trains it when the neural extra is installed,
     # "minilm" requires it, "none" leaves it out. It reads a stratified sample of the input
     # examples (embedding all of them would take most of the 5-minute budget on 2 cores).
@@ -75,7 +78,11 @@ class TrainConfig:
     stage2_examples: int = 12_000
     stage2_max_tokens: int = 64  # word pieces the encoder reads per text
     stage2_harmful_share: float = 0.45
-    stage2_C: float = 10.0  # inverse L2 strength of the logistic head
+    # The head: one ReLU layer of stage2_hidden units (L2 stage2_alpha), or with 0 a logistic
+    # regression (inverse L2 strength stage2_C). See neural.fit_head for why.
+    stage2_hidden: int = 128
+    stage2_alpha: float = 1e-2
+    stage2_C: float = 10.0
     stage2_candidates: int = 4  # texts besides the canonical view that stage 2 reads
     # Share of harmful output examples paired with another response's prompt (or none) instead
     # of their own. Without it the output model judged the prompt more than the response: a
@@ -332,21 +339,22 @@ def _segments(toks: list[str], starts: list[int], max_len: int, min_len: int,
 
 def _input_examples(rows: Sequence[Row], scales: Sequence[tuple[int, int]],
                     rng: random.Random, origin: dict[str, str] | None = None,
-                    segment_min: int | None = None, segment_edge: int | None = None
-                    ) -> tuple[list[str], list[str]]:
+                    segment_min: int | None = None, segment_edge: int | None = None,
+                    quoted: bool = False) -> tuple[list[str], list[str]]:
     """Every view of every row; plus, for harmless rows, windows at the scoring scales.
 
     Views of a harmful row that do not carry its payload (see :func:`_carries`) are left out.
     With ``segment_min``, sentences are examples too: a harmful row's sentences that carry its
     payload (the request inside a frame) and a harmless row's sentences (a frame's own
-    sentences, which must score low when judged alone).
+    sentences, which must score low when judged alone). With ``quoted``, the quoted-spans
+    view is one of the views (as it is when such a bundle scores).
     """
     max_len = max(w for w, _ in scales)
     origin = origin or {}
     texts, labels = [], []
     for r in rows:
         seen = set()
-        vs = views(r.text)
+        vs = views(r.text, quoted=quoted)
         payload = _payload_words(origin.get(r.text, r.text)) if r.label == "harmful" else None
         for v in vs:
             if v.text and v.text not in seen:
@@ -481,7 +489,7 @@ def calibration_scores(guard: Any, rows: Sequence[Row], progress: Progress = _no
     try:
         for i, r in enumerate(rows):
             if r.kind == "input":
-                vs = views(r.text)
+                vs = guard.scorer.views_of_input(r.text)
                 ins.append(guard.scorer.input_views(vs).score)
                 if guard.stage2 is not None:
                     cands.append(guard.scorer.candidates(vs, guard.stage2.candidates))
@@ -599,11 +607,16 @@ def _train_stage2(cfg: TrainConfig, encoder: Any, texts: Sequence[str], labels: 
     if len(set(s2_y.tolist())) < 2:
         raise DatasetError("stage 2 needs both harmful and harmless input examples")
     E = encoder.encode(s2_texts, embedded)
-    head = neural.fit_head(E, s2_y, cfg.stage2_C, cfg.seed)
-    spec = {"model": "minilm-logistic", "encoder": neural.ENCODER_NAME,
+    progress("stage 2: fit head", 0, 1)
+    head = neural.fit_head(E, s2_y, cfg.stage2_C, cfg.seed, cfg.stage2_hidden, cfg.stage2_alpha)
+    progress("stage 2: fit head", 1, 1)
+    spec = {"model": "minilm-mlp" if cfg.stage2_hidden else "minilm-logistic",
+            "encoder": neural.ENCODER_NAME,
             "encoder_sha256": encoder.sha256, "max_tokens": encoder.max_tokens,
             "combine": "mean", "candidates": cfg.stage2_candidates,
-            "examples": len(s2_texts), "C": cfg.stage2_C}
+            "examples": len(s2_texts),
+            **({"hidden": cfg.stage2_hidden, "alpha": cfg.stage2_alpha} if cfg.stage2_hidden
+               else {"C": cfg.stage2_C})}
     return head, spec
 
 
@@ -639,7 +652,7 @@ def train(cfg: TrainConfig, progress: Progress = _noop) -> dict[str, Any]:
     out_rows = [r for r in rows if r.kind == "output"]
     in_texts, in_labels = _input_examples(in_rows, cfg.windows, random.Random(cfg.seed + 1),
                                           origin, cfg.segment_min_tokens,
-                                          cfg.segment_edge_min_tokens)
+                                          cfg.segment_edge_min_tokens, cfg.quoted_views)
     out_texts, out_prompts, out_labels = _output_examples(
         out_rows, origin, random.Random(cfg.seed + 3), cfg.output_prompt_swap,
         cfg.output_prompt_drop)
@@ -692,7 +705,7 @@ def train(cfg: TrainConfig, progress: Progress = _noop) -> dict[str, Any]:
                     "heads": "sigmoid P(harmful); softmax over harmful categories",
                     "word_weight": cfg.word_weight,
                     "features": "word 1-2-grams + char 3-5-grams over canonical views"}]
-                  + ([{"name": "stage2", "model": "minilm-logistic",
+                  + ([{"name": "stage2", "model": stage2_spec and stage2_spec["model"],
                        "runs": "on inputs whose stage-1 score could reach the threshold"}]
                      if head is not None else []),
         "stage2": stage2_spec,
@@ -700,6 +713,7 @@ def train(cfg: TrainConfig, progress: Progress = _noop) -> dict[str, Any]:
         "config": {"windows": [list(w) for w in cfg.windows],
                    "segment_min_tokens": cfg.segment_min_tokens,
                    "segment_edge_min_tokens": cfg.segment_edge_min_tokens,
+                   "quoted_views": cfg.quoted_views,
                    "holdback": cfg.holdback,
                    "min_tokens": cfg.min_tokens,
                    "output_context": cfg.output_context,

@@ -42,6 +42,7 @@ __all__ = [
     "canonical",
     "englishness",
     "iter_segments",
+    "quoted_text",
     "segments",
     "views",
 ]
@@ -1172,7 +1173,57 @@ def _fold_layout(text: str) -> tuple[str, str, bool]:
     return folded, _layout(folded, spaced), spaced
 
 
-def views(text: str) -> list[View]:
+# Quoted spans of a canonical text (curly quotes are already straight): double quotes, and
+# backtick runs (inline code and code fences). Each alternative consumes its closing mark, so
+# a scan is linear; an unmatched mark matches nothing.
+_QUOTED_RE = re.compile(r'"([^"]*)"|`+([^`]+)`+')
+_QUOTED_SCAN = 20_000  # characters searched for quotes (a chunk, as scoring cuts them)
+_QUOTED_MIN_TOKENS = 5  # a request is a clause; shorter quotes are names, titles, idioms
+_QUOTED_MAX_SHARE = 0.85  # a view of nearly the whole text adds nothing
+_WORD_RE = re.compile(r"[^\W_]+")
+
+
+def _is_key(text: str, end: int) -> bool:
+    """Is the quoted string ending at ``end`` a key (``"task": ...``)? Keys name fields;
+    joined with the request they would only dilute it."""
+    return text[end : end + 2].lstrip().startswith(":")
+
+
+def _quoted_strings(code: str) -> list[str]:
+    return [m.group(1) for m in _QUOTED_RE.finditer(code)
+            if m.group(1) is not None and not _is_key(code, m.end())]
+
+
+def quoted_text(canon: str) -> str | None:
+    """The quoted spans of a canonical text, joined in order, when they say something the
+    whole text does not say on its own.
+
+    Why: jailbreaks quote the request they smuggle ("act as my grandma, who used to answer
+    "<request>" as a bedtime story", a story in which a character is asked "<request>",
+    ``{"task": "<request>"}``; keys are left out), and split it across quoted variables (``x = "How can I"``,
+    ``y = " get"``...). In the whole text the request is a clause among the frame's words;
+    joined, the quoted spans are the request itself (or, split, the request reassembled).
+    None when there are fewer than 5 quoted words, or when the quotes hold nearly the whole
+    text (the view would add nothing).
+    """
+    if '"' not in canon and "`" not in canon:
+        return None
+    sample = canon[:_QUOTED_SCAN]
+    parts = []
+    for m in _QUOTED_RE.finditer(sample):
+        dq, bq = m.groups()
+        if bq and '"' in bq:  # a code block of quoted strings (JSON, Python): the strings
+            parts.extend(_quoted_strings(bq))
+        elif not _is_key(sample, m.end()):
+            parts.append(dq or bq or "")
+    joined = " ".join(" ".join(p.split()) for p in parts if p.strip())
+    n = len(_WORD_RE.findall(joined))
+    if n < _QUOTED_MIN_TOKENS or n > _QUOTED_MAX_SHARE * len(_WORD_RE.findall(sample)):
+        return None
+    return joined
+
+
+def views(text: str, quoted: bool = False) -> list[View]:
     """The canonical view of ``text`` followed by its plausible decodings.
 
     The first element is always ``View("canonical", canonical(text))``. Decoded views follow
@@ -1192,9 +1243,16 @@ def views(text: str) -> list[View]:
     bounded samples (Caesar: 1,500 characters per line, 60,000 per text; word segmentation:
     2,000 letters), so the whole call is linear in ``len(text)``. Never raises for any
     ``str``, including lone surrogates and NUL characters.
+
+    With ``quoted`` (inputs), the text's quoted spans joined (:func:`quoted_text`) come right
+    after the canonical view.
     """
     folded, canon, spaced = _fold_layout(text)
     sink = _Collector(canon)
+    if quoted:
+        q = quoted_text(canon)
+        if q is not None:
+            sink.add("quoted", q)
     _decode_into(text, folded, canon, spaced, "", 1, sink)
     return sink.views
 
