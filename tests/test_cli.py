@@ -52,6 +52,11 @@ def test_output_mode_reports_released_characters():
     assert v["stage"] == "output" and v["released_chars"] == v["total_chars"]
 
 
+def test_a_negative_number_of_calibration_transforms_is_refused(tmp_path):
+    p = run(["train", "--out", str(tmp_path / "b"), "--calib-transforms", "-1", "--quiet"])
+    assert p.returncode == 2 and b"--calib-transforms" in p.stderr and b"Traceback" not in p.stderr
+
+
 def test_malformed_jsonl_for_eval_names_the_line(tmp_path):
     f = tmp_path / "bad.jsonl"
     f.write_text('{"text": "hi", "label": "harmless", "category": "other.everyday"}\n{oops\n')

@@ -243,3 +243,9 @@ def test_inputs_are_scored_with_the_quoted_view_only_where_the_bundle_was_traine
     old = copy.copy(guard.scorer)
     old.quoted = False  # what a bundle without `quoted_views` in its config gets
     assert "quoted" not in [v.name for v in old.views_of_input(framed)]
+
+
+def test_input_thresholds_are_calibrated_on_plain_and_transformed_harmless_inputs(proxy_bundle):
+    cal = load_bundle(proxy_bundle).manifest["calibration"]
+    assert cal["input_rows_transformed"] > 0
+    assert cal["input_rows"] == 2 * cal["input_rows_transformed"]  # one copy of each plain row

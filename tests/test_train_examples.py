@@ -3,9 +3,13 @@
 import base64
 import random
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from asl3 import constitution
+from asl3.classify.calibrate import threshold_for_fpr
 from asl3.classify.features import tokens
-from asl3.classify.train import _bare_wrappers, _harmless_windows, _input_examples
+from asl3.classify.train import _bare_wrappers, _harmless_windows, _input_examples, stage2_scores
 from asl3.data.augment import SLOT, WRAPPER_TEMPLATES
 from asl3.data.io import Row
 
@@ -88,3 +92,35 @@ def test_a_quoted_request_is_learned_from_its_quoted_view_when_the_bundle_uses_i
     without, _ = _input_examples([row], [(40, 10)], random.Random(0), {framed: REQUEST})
     assert REQUEST.lower() in with_q  # the request alone, labelled harmful
     assert REQUEST.lower() not in without
+
+
+class _FakeStage2:
+    """Stage 2 as a lookup table: candidate "i" scores table[i]; counts what it was asked."""
+
+    def __init__(self, table):
+        self.table, self.asked = table, 0
+
+    def score_many(self, groups, progress=None):
+        self.asked += len(groups)
+        return [self.table[int(g[0])] for g in groups]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1)), min_size=1, max_size=400),
+       st.sampled_from([0.0, 0.01, 0.05, 0.3]))
+def test_calibrating_stage_2_on_the_rows_that_matter_gives_the_same_threshold(pairs, fpr):
+    s1 = [a for a, _ in pairs]
+    cands = [[str(i)] for i in range(len(pairs))]
+    every = stage2_scores(_FakeStage2([b for _, b in pairs]), s1, cands, None)
+    fake = _FakeStage2([b for _, b in pairs])
+    bounded = stage2_scores(fake, s1, cands, fpr)
+    assert threshold_for_fpr(bounded, fpr) == threshold_for_fpr(every, fpr)
+    assert all(b >= e for b, e in zip(bounded, every, strict=True))  # exact, or a bound
+
+
+def test_stage_2_calibration_skips_rows_stage_1_finds_harmless():
+    rng = random.Random(0)
+    s1 = [rng.random() * 0.05 for _ in range(2000)] + [0.9] * 60  # the top 1% scores high
+    fake = _FakeStage2([0.5] * 2060)
+    stage2_scores(fake, s1, [[str(i)] for i in range(2060)], 0.01)
+    assert fake.asked < 200

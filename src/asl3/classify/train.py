@@ -96,6 +96,9 @@ class TrainConfig:
     # "floor": a response's score is the max of its score with and without its prompt (the
     # prompt may add suspicion, never remove it); "prompt": with its prompt only.
     output_context: str = "floor"
+    # Transformed copies (asl3.data.augment) of each harmless calibration input, calibrated
+    # on together with the plain rows (see train()); 0: plain rows only.
+    calib_augment_per_row: int = 1
     holdback: int = 48
     min_tokens: int = 14
     min_df: int = 2
@@ -470,20 +473,20 @@ class CalibrationScores:
     (bundles with the prompt-free floor) with no prompt, each on its own."""
 
     inputs: list[float]
+    # With stage2_fpr, rows stage 2 was not run on hold an upper bound (see stage2_scores).
     inputs_stage2: list[float] | None
     outputs: list[float]
     outputs_alone: list[float] | None = None
 
 
-def calibration_scores(guard: Any, rows: Sequence[Row], progress: Progress = _noop
-                       ) -> CalibrationScores:
+def calibration_scores(guard: Any, rows: Sequence[Row], progress: Progress = _noop,
+                       stage2_fpr: float | None = None) -> CalibrationScores:
     """Scores of the harmless calibration rows through the run-time code paths.
 
-    Stage 2 is computed for every input row, not only above the gate, because the gate
-    depends on the threshold being calibrated.
+    Stage 2 is not gated here, because the gate depends on the threshold being calibrated.
+    Without ``stage2_fpr`` it runs on every input row; with it, only on the rows that could
+    matter to the threshold at that false-positive rate (:func:`stage2_scores`).
     """
-    from asl3.classify.neural import combine
-
     ins, outs, alone, cands = [], [], [], []
     floor, guard.scorer.output_floor = guard.scorer.output_floor, False  # contexts one by one
     try:
@@ -506,9 +509,42 @@ def calibration_scores(guard: Any, rows: Sequence[Row], progress: Progress = _no
         guard.scorer.output_floor = floor
     both = None
     if guard.stage2 is not None:
-        s2 = guard.stage2.score_many(cands, lambda d, t: progress("calibrate stage 2", d, t))
-        both = [combine(a, float(b)) for a, b in zip(ins, s2, strict=True)]
+        both = stage2_scores(guard.stage2, ins, cands, stage2_fpr,
+                             lambda d, t: progress("calibrate stage 2", d, t))
     return CalibrationScores(ins, both, outs, alone if floor else None)
+
+
+def stage2_scores(stage2: Any, s1: Sequence[float], cands: Sequence[Sequence[str]],
+                  fpr: float | None, progress: Any = None) -> list[float]:
+    """Two-stage scores of harmless rows for calibrating at ``fpr``: exact where the encoder
+    ran, ``combine(s1, 1)`` (an upper bound) where it did not.
+
+    Why: the encoder is most of calibration's cost, and most harmless rows have a stage-1
+    score so low that even stage 2 = 1 leaves them far below any threshold. The encoder runs
+    on the rows in decreasing stage-1 order, in doubling batches, until every row left has an
+    upper bound strictly below the score that sets the threshold (threshold_for_fpr's
+    ``k``-th highest): those rows then cannot change it, so the threshold equals the one from
+    running the encoder on every row. ``fpr=None``: every row, all exact.
+    """
+    from asl3.classify.neural import combine
+
+    n = len(s1)
+    scores = [combine(a, 1.0) for a in s1]
+    order = sorted(range(n), key=lambda i: -s1[i])
+    k = n if fpr is None else int(np.floor(fpr * n))
+    done, m = 0, n if fpr is None else min(n, max(64, 4 * (k + 1)))
+    while True:
+        batch = order[done:m]
+        got = stage2.score_many([cands[i] for i in batch], progress)
+        for i, s2 in zip(batch, got, strict=True):
+            scores[i] = combine(s1[i], float(s2))
+        done = m
+        if m >= n or k >= n:
+            return scores
+        kth = sorted(scores, reverse=True)[k]
+        if scores[order[m]] < kth:  # the highest bound left (bounds follow stage-1 order)
+            return scores
+        m = min(n, 2 * m)
 
 
 def _want_stage2(mode: str) -> bool:
@@ -737,7 +773,16 @@ def train(cfg: TrainConfig, progress: Progress = _noop) -> dict[str, Any]:
     guard = Guard(load_bundle(out), stage2=False)
     if head is not None:
         guard.stage2 = Stage2(head, stage2_spec or {}, encoder)
-    cal = calibration_scores(guard, calib, progress)
+    # Harmless inputs also reach the guard in jailbreak dress (a question inside a persona
+    # frame, encoded, split): calibrating on plain requests alone left the false-positive rate
+    # of those forms uncontrolled (dev-wild harmless blocked: 8, 15 and 15 of 400 over three
+    # training seeds at a 1% target). Each harmless calibration input also gets transformed
+    # copies, and the threshold holds the target over the mix.
+    from asl3.data.augment import augment
+
+    calib_aug = augment([r for r in calib if r.kind == "input"], random.Random(cfg.seed + 5),
+                        per_row=cfg.calib_augment_per_row) if cfg.calib_augment_per_row else []
+    cal = calibration_scores(guard, [*calib, *calib_aug], progress, cfg.target_fpr_input)
     ins, outs = cal.inputs, cal.outputs
 
     def th(scores: Sequence[float] | None, fpr: float) -> float:
@@ -750,7 +795,8 @@ def train(cfg: TrainConfig, progress: Progress = _noop) -> dict[str, Any]:
         manifest["thresholds"].update(output=t_out, output_floor=t_floor)
     if head is not None:
         manifest["thresholds"]["input_stage2"] = th(cal.inputs_stage2, cfg.target_fpr_input)
-    manifest["calibration"] = {"input_rows": len(ins), "output_rows": len(outs)}
+    manifest["calibration"] = {"input_rows": len(ins), "output_rows": len(outs),
+                               "input_rows_transformed": len(calib_aug)}
 
     if cfg.dev:
         from asl3.eval.metrics import evaluate

@@ -83,7 +83,10 @@ def cmd_train(a: argparse.Namespace) -> int:
     cfg = TrainConfig(constitution=a.constitution, data=a.data or [], calib=a.calib or [],
                       dev=a.dev or [], out=a.out, seed=a.seed,
                       target_fpr_input=a.target_fpr, target_fpr_output=a.target_fpr,
-                      stage2=a.stage2, **_llm_options(a))
+                      calib_augment_per_row=a.calib_transforms, stage2=a.stage2,
+                      **_llm_options(a))
+    if a.calib_transforms < 0:
+        raise UsageError(f"--calib-transforms must be 0 or more, got {a.calib_transforms}")
     for f in [*cfg.data, *cfg.calib, *cfg.dev]:
         if not Path(f).is_file():
             raise UsageError(f"{f}: no such data file")
@@ -439,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
         "jailbreak-style transforms, train the input and streaming output classifiers, and\n"
         "calibrate their thresholds on a separate harmless split to a target false-positive\n"
         "rate. Deterministic for a given --seed. With the neural extra installed, inputs also\n"
-        "get a second stage (a MiniLM encoder and a logistic head) that only reads what the\n"
+        "get a second stage (a MiniLM encoder and a small neural head) that only reads what the\n"
         "first stage finds suspicious; it has its own calibrated threshold (see --stage2).\n\n"
         "example (rebuilds the bundled default model):\n"
         "  asl3 train --constitution cbrn --data data/train/*.jsonl \\\n"
@@ -456,8 +459,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     t.add_argument("--target-fpr", type=float, default=0.01, metavar="X",
                    help="target false-positive rate on the calibration split (default 0.01)")
+    t.add_argument("--calib-transforms", type=int, default=1, metavar="N",
+                   help="jailbreak-style transformed copies of each harmless calibration input "
+                        "calibrated on with the plain rows, so that harmless requests in a "
+                        "persona frame or an encoding also hold the target rate (default 1; "
+                        "0: plain rows only)")
     t.add_argument("--stage2", choices=["auto", "minilm", "none"], default="auto",
-                   help="second stage for inputs: a MiniLM encoder with a logistic head, run "
+                   help="second stage for inputs: a MiniLM encoder with a small head, run "
                         "only on what stage 1 finds suspicious. auto trains it when the neural "
                         "extra is installed (default); minilm requires it; none leaves it out")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
