@@ -4,7 +4,10 @@ For 1, 16 and 128 concurrent clients it measures, directly against the fake upst
 through `asl3 serve` in front of it (interleaved, same run, so only ratios matter):
 - non-streaming latency p50/p99 and the gateway's added p50;
 - streaming throughput (response characters/s, also as upstream tokens/s) and its ratio;
-- errors.
+- errors;
+- with --bare-proxy, non-streaming latency through a bare relay on the same stack (uvicorn,
+  Starlette, a pooled httpx client) that checks nothing: the part of the added latency that
+  any Python proxy on this stack pays, whatever it does.
 Then a soak: 128 concurrent streams through the gateway for --soak seconds. Finally the
 gateway is stopped (it drains its event queue) and the events in its store are counted
 against the requests the load generator sent through it.
@@ -16,6 +19,7 @@ rather than the gateway's effect on a real model's stream.
 
 Usage: python bench/gateway.py [--clients 1 16 128] [--seconds 8] [--soak 60]
                                [--token-delay 0.01] [--tokens 80] [--stage2 auto|on|off]
+                               [--bare-proxy]
 """
 
 from __future__ import annotations
@@ -95,6 +99,34 @@ def fake_upstream_app(tokens: int, delay: float) -> Any:
 
     return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]),
                              Route("/v1/models", models)])
+
+
+def bare_proxy_app(upstream: str) -> Any:
+    """The floor of the gateway's stack: the same server (uvicorn, Starlette) and the same
+    pooled httpx client, relaying a non-streaming completion with no checks, no store, no
+    metrics. What ``asl3 serve`` adds above this is asl3's own work."""
+    from contextlib import asynccontextmanager
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    client: dict[str, httpx.AsyncClient] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):
+        async with httpx.AsyncClient(base_url=upstream, timeout=httpx.Timeout(60.0)) as c:
+            client["c"] = c
+            yield
+
+    async def chat(request: Request) -> Response:
+        body = await request.json()
+        r = await client["c"].post("/chat/completions", json=body)
+        return JSONResponse(r.json(), status_code=r.status_code)
+
+    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])],
+                     lifespan=lifespan)
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -192,8 +224,18 @@ def main() -> None:
     ap.add_argument("--stage2", choices=["auto", "on", "off"], default="auto")
     ap.add_argument("--gateway-log", metavar="FILE",
                     help="write the gateway's stderr (uvicorn and asl3 messages) here")
+    ap.add_argument("--bare-proxy", action="store_true",
+                    help="also measure non-streaming latency through a bare relay on the same "
+                         "stack (uvicorn, Starlette, httpx) with no checks: the stack's own floor")
     ap.add_argument("--serve-fake", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    ap.add_argument("--serve-bare", nargs=2, metavar=("PORT", "UPSTREAM"), help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.serve_bare:
+        import uvicorn
+
+        uvicorn.run(bare_proxy_app(a.serve_bare[1]), host="127.0.0.1", port=int(a.serve_bare[0]),
+                    log_level="warning", access_log=False, timeout_keep_alive=65)
+        return
     if a.serve_fake:
         import uvicorn
 
@@ -219,6 +261,12 @@ def main() -> None:
                            "--db", db, "--port", str(gw_port), "--quiet", "--retain-text", "none",
                            "--stage2", a.stage2], env=env, stdout=gw_log, stderr=gw_log)
     direct_url, gw_url = f"http://127.0.0.1:{up_port}/v1", f"http://127.0.0.1:{gw_port}/v1"
+    bare = bare_url = None
+    if a.bare_proxy:
+        bare_port = free_port()
+        bare = subprocess.Popen([sys.executable, __file__, "--serve-bare", str(bare_port),
+                                 direct_url], env=env)
+        bare_url = f"http://127.0.0.1:{bare_port}/v1"
     out: dict[str, Any] = {"tokens_per_response": a.tokens, "token_delay_s": a.token_delay,
                            "prompt_chars": [min(map(len, PROMPTS)), max(map(len, PROMPTS))]}
     try:
@@ -226,8 +274,12 @@ def main() -> None:
         wait_up(f"http://127.0.0.1:{gw_port}/healthz", gw)
         out["stages"] = httpx.get(f"http://127.0.0.1:{gw_port}/healthz").json()["stages"]
         direct, through = Load(direct_url, None), Load(gw_url, key)
+        relay = Load(bare_url, None) if bare_url else None
         asyncio.run(through.run(4, 2.0, False))  # warm-up (caches, connections)
         asyncio.run(direct.run(4, 1.0, False))
+        if relay is not None and bare is not None:
+            wait_up(bare_url + "/chat/completions", bare)  # up once it answers (405)
+            asyncio.run(relay.run(4, 1.0, False))
         for c in a.clients:
             row: dict[str, Any] = {}
             for stream in (False, True):
@@ -235,6 +287,10 @@ def main() -> None:
                 g = asyncio.run(through.run(c, a.seconds, stream))
                 name = "streaming" if stream else "non_streaming"
                 row[name] = {"direct": d, "gateway": g}
+                if relay is not None and not stream:
+                    b = asyncio.run(relay.run(c, a.seconds, stream))
+                    row[name]["bare_proxy"] = b
+                    row[name]["bare_proxy_added_p50_ms"] = round(b["p50_ms"] - d["p50_ms"], 3)
                 if stream:
                     row[name]["throughput_ratio"] = round(g["chars_per_s"] / max(d["chars_per_s"], 1e-9), 3)
                 else:
@@ -251,6 +307,9 @@ def main() -> None:
             gw.kill()
         fake.terminate()
         fake.wait(30)
+        if bare is not None:
+            bare.terminate()
+            bare.wait(30)
         if gw_log is not subprocess.DEVNULL:
             gw_log.close()
     store = Store(db)

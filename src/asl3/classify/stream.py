@@ -24,7 +24,7 @@ from functools import lru_cache
 import numpy as np
 
 from asl3.classify.features import bigram_feature
-from asl3.classify.score import Scorer
+from asl3.classify.score import CHUNK_CHARS, Scorer
 from asl3.text.normalize import canonical, views
 
 _BOUNDARY = re.compile(r"[\W_](?=[^\W_]*\Z)", re.S)  # the last non-word character
@@ -51,6 +51,21 @@ def _canonical_piece(piece: str) -> str:
 
 def _canon(piece: str) -> str:
     return _canonical_piece(piece) if len(piece) <= 64 else canonical(piece)
+
+def _window_bounds(n: int, scales: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of the whole text and of its windows at each scale, as
+    MeanMLP.windows cuts them (a scale whose window covers the text adds nothing)."""
+    starts, ends = [0], [n]
+    for window, stride in scales:
+        if n <= window:
+            break
+        s = list(range(0, n - window + 1, stride))
+        if s[-1] != n - window:
+            s.append(n - window)
+        starts += s
+        ends += [x + window for x in s]
+    return np.array(starts), np.array(ends)
+
 
 # make_verdict(score, view, blocked, text_for_category) -> the caller's verdict object
 MakeVerdict = Callable[[float, str, bool, str], object]
@@ -274,7 +289,11 @@ class OutputMonitor:
         if pending:
             toks.extend(_TOKEN.findall(_canon(pending)))
             points.append(len(toks))  # finish() scores the last word too
-        scores = self._prefix_scores(toks, points)
+        vs = views(text)
+        # the whole response's canonical view has the streamed tokens (nearly always): its
+        # windows come from the same cumulative sums instead of a second featurization
+        fast_whole = len(vs[0].text) <= CHUNK_CHARS and _TOKEN.findall(vs[0].text) == toks
+        scores, whole_canon = self._prefix_scores(toks, points, fast_whole)
         tails = dict(rechecks)
         considered: list[tuple[float, str]] = []  # in the order feed() and finish() see them
         for i, (n, s) in enumerate(zip(points, scores, strict=True)):
@@ -285,8 +304,14 @@ class OutputMonitor:
                 if len(vs) > 1:
                     t = self._scorer.output_views(vs[1:], self._prompt_term)
                     considered.append((t.score, t.view))
-        whole = self._scorer.output(text, self._prompt_term)
-        considered.append((whole.score, whole.view))
+        if fast_whole:  # what Scorer.output gives: canonical first, then the other views
+            considered.append((whole_canon, "canonical"))
+            if len(vs) > 1:
+                other = self._scorer.output_views(vs[1:], self._prompt_term)
+                considered.append((other.score, other.view))
+        else:
+            whole = self._scorer.output_views(vs, self._prompt_term)
+            considered.append((whole.score, whole.view))
         if max(s for s, _ in considered) >= self._threshold - RUN_MARGIN:
             return self._replay(text)
         # clean: the state feed() and finish() would have left
@@ -306,8 +331,12 @@ class OutputMonitor:
             self.feed(piece)
         return self.finish()
 
-    def _prefix_scores(self, toks: list[str], points: list[int]) -> np.ndarray:
-        """_score_now()'s score after the first n tokens, for each n in ``points``."""
+    def _prefix_scores(self, toks: list[str], points: list[int], whole: bool = False
+                       ) -> tuple[np.ndarray, float]:
+        """_score_now()'s score after the first n tokens, for each n in ``points``; and with
+        ``whole``, the score Scorer.output gives the canonical view when its tokens are
+        ``toks``: the max over the whole text and its windows at the output scales (the
+        windows of MeanMLP.windows, from these sums)."""
         H = self._model.hidden
         index, W1, wt = self._feat.index, self._model.W1, self._model.wt
         word = [self._word_row(t) for t in toks]
@@ -340,7 +369,13 @@ class OutputMonitor:
         z = np.maximum((np.maximum(prefix[:, None, :] + bias, 0.0) @ w2 + off).max(axis=1),
                        (np.maximum(window[:, None, :] + bias, 0.0) @ w2 + off).max(axis=1))
         z = np.clip(z + self._b2, -30.0, 30.0)
-        return 1.0 / (1.0 + np.exp(-z))
+        best = 0.0
+        if whole and toks:
+            starts, ends = _window_bounds(len(toks), self._scorer.output_scales)
+            pre = (S[ends] - S[starts]) / np.maximum(N[ends] - N[starts], 1e-6)[:, None]
+            zw = float((np.maximum(pre[:, None, :] + bias, 0.0) @ w2 + off).max()) + self._b2
+            best = 1.0 / (1.0 + math.exp(-min(max(zw, -30.0), 30.0)))
+        return 1.0 / (1.0 + np.exp(-z)), best
 
     def finish(self) -> object:
         """End of stream: score what is left (whole response, all views); release the rest if clean."""
