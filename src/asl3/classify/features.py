@@ -126,7 +126,7 @@ class Featurizer:
         self.vocab = list(vocab)
         self.index: dict[str, int] = {f: i for i, f in enumerate(self.vocab)}
         self._word_cache: dict[str, tuple[int, ...]] = {}
-        self._bigram_cache: dict[tuple[str, str], int] = {}  # -1: not in the vocabulary
+        self._pair_cache: dict[tuple[str | None, str], tuple[int, ...]] = {}
 
     def __len__(self) -> int:
         return len(self.vocab)
@@ -160,37 +160,37 @@ class Featurizer:
     def pad(self) -> int:
         return len(self.vocab)
 
+    def _pair_ids(self, prev: str | None, word: str) -> tuple[int, ...]:
+        """A token's feature ids after ``prev`` (cached): its word ids, then the bigram's."""
+        ids = self.word_ids(word)
+        if prev is not None:
+            b = self.index.get(bigram_feature(prev, word))
+            if b is not None:
+                ids = (*ids, b)
+        if not ids:
+            ids = (self.pad,)
+        if len(self._pair_cache) >= _CACHE_LIMIT:
+            self._pair_cache.clear()
+        self._pair_cache[(prev, word)] = ids
+        return ids
+
     def positions(self, text: str) -> Positions:
         """Feature ids of a text by token: the hot path of every check, so one inlined loop.
 
         Same result as flattening :meth:`token_ids`, with the word and bigram lookups cached.
         """
         toks, starts = token_segments(text)
-        words = self._word_cache
-        bigrams = self._bigram_cache
-        index = self.index
-        pad = self.pad
+        pairs = self._pair_cache
         flat: list[int] = []
         offsets = [0]
         prev: str | None = None
         for t in toks:
-            ids = words.get(t)
+            # one lookup per (previous token, token): the word's ids plus the bigram's, or
+            # the padding id when neither is known
+            ids = pairs.get((prev, t))
             if ids is None:
-                ids = self.word_ids(t)
-            if ids:
-                flat.extend(ids)
-            if prev is not None:
-                key = (prev, t)
-                b = bigrams.get(key)
-                if b is None:
-                    b = index.get(bigram_feature(prev, t), -1)
-                    if len(bigrams) >= _CACHE_LIMIT:
-                        bigrams.clear()
-                    bigrams[key] = b
-                if b >= 0:
-                    flat.append(b)
-            if len(flat) == offsets[-1]:
-                flat.append(pad)
+                ids = self._pair_ids(prev, t)
+            flat.extend(ids)
             offsets.append(len(flat))
             prev = t
         return Positions(np.asarray(flat, dtype=np.int32), np.asarray(offsets, dtype=np.int64),
