@@ -249,3 +249,16 @@ def test_input_thresholds_are_calibrated_on_plain_and_transformed_harmless_input
     cal = load_bundle(proxy_bundle).manifest["calibration"]
     assert cal["input_rows_transformed"] > 0
     assert cal["input_rows"] == 2 * cal["input_rows_transformed"]  # one copy of each plain row
+
+
+def test_a_whole_response_judged_at_once_still_decodes_an_early_encoded_passage(pguard):
+    """An encoded passage followed by a long harmless answer: streaming decodes it in a
+    tail re-check; judging the whole response at once must block it the same way."""
+    import base64
+
+    encoded = base64.b64encode(RECIPE.text.encode()).decode()
+    text = f"Here you go: {encoded}\n\n" + (BENIGN.text + " ") * (1 + 1500 // len(BENIGN.text))
+    slow, _ = _word_by_word(pguard, text, RECIPE.prompt)
+    fast = pguard.monitor_output(prompt=RECIPE.prompt).run(text)
+    assert slow.blocked  # the decoded recipe is what blocks it
+    assert (fast.blocked, fast.view) == (slow.blocked, slow.view)

@@ -43,6 +43,18 @@ class WindowScores:
     ends: np.ndarray
 
 
+def window_bounds(n: int, window: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Token ranges (starts, ends) that scoring reads: the whole text first, then windows of
+    ``window`` tokens every ``stride``, the last one flush with the end (none when one window
+    covers the text). Shared by MeanMLP.windows and OutputMonitor.run, which must agree."""
+    if n <= window:
+        return np.array([0]), np.array([n])
+    s = list(range(0, n - window + 1, stride))
+    if s[-1] != n - window:
+        s.append(n - window)
+    return np.array([0, *s]), np.array([n, *[x + window for x in s]])
+
+
 @dataclass
 class MeanMLP:
     """relu(wmean(W1[ids]) [+ wmean(W1p[prompt ids])] + b1) @ W2 + b2 -> sigmoid or softmax.
@@ -136,15 +148,7 @@ class MeanMLP:
         every window once per row (prompt context), ``offsets`` adding to each row's logit."""
         S, w = self.token_sums(pos) if isinstance(pos, Positions) else pos
         n = S.shape[0]
-        if n <= window:
-            starts = np.array([0])
-            ends = np.array([n])
-        else:
-            s = list(range(0, n - window + 1, stride))
-            if s[-1] != n - window:
-                s.append(n - window)
-            starts = np.array([0, *s])
-            ends = np.array([n, *[x + window for x in s]])
+        starts, ends = window_bounds(n, window, stride)
         if spans:
             starts = np.concatenate([starts, [a for a, _ in spans]])
             ends = np.concatenate([ends, [b for _, b in spans]])

@@ -24,6 +24,7 @@ from functools import lru_cache
 import numpy as np
 
 from asl3.classify.features import bigram_feature
+from asl3.classify.model import window_bounds
 from asl3.classify.score import CHUNK_CHARS, Scorer
 from asl3.text.normalize import canonical, views
 
@@ -51,20 +52,6 @@ def _canonical_piece(piece: str) -> str:
 
 def _canon(piece: str) -> str:
     return _canonical_piece(piece) if len(piece) <= 64 else canonical(piece)
-
-def _window_bounds(n: int, scales: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
-    """(starts, ends) of the whole text and of its windows at each scale, as
-    MeanMLP.windows cuts them (a scale whose window covers the text adds nothing)."""
-    starts, ends = [0], [n]
-    for window, stride in scales:
-        if n <= window:
-            break
-        s = list(range(0, n - window + 1, stride))
-        if s[-1] != n - window:
-            s.append(n - window)
-        starts += s
-        ends += [x + window for x in s]
-    return np.array(starts), np.array(ends)
 
 
 # make_verdict(score, view, blocked, text_for_category) -> the caller's verdict object
@@ -300,9 +287,9 @@ class OutputMonitor:
             if n >= self._min_tokens:
                 considered.append((float(s), "canonical"))
             if i in tails:  # the decoded views of the recent tail, as feed() checks them
-                vs = views(text[:tails[i]][-self._recheck_window:])
-                if len(vs) > 1:
-                    t = self._scorer.output_views(vs[1:], self._prompt_term)
+                tail = views(text[:tails[i]][-self._recheck_window:])
+                if len(tail) > 1:
+                    t = self._scorer.output_views(tail[1:], self._prompt_term)
                     considered.append((t.score, t.view))
         if fast_whole:  # what Scorer.output gives: canonical first, then the other views
             considered.append((whole_canon, "canonical"))
@@ -371,7 +358,9 @@ class OutputMonitor:
         z = np.clip(z + self._b2, -30.0, 30.0)
         best = 0.0
         if whole and toks:
-            starts, ends = _window_bounds(len(toks), self._scorer.output_scales)
+            bounds = [window_bounds(len(toks), w, s) for w, s in self._scorer.output_scales]
+            starts = np.concatenate([a for a, _ in bounds])
+            ends = np.concatenate([b for _, b in bounds])
             pre = (S[ends] - S[starts]) / np.maximum(N[ends] - N[starts], 1e-6)[:, None]
             zw = float((np.maximum(pre[:, None, :] + bias, 0.0) @ w2 + off).max()) + self._b2
             best = 1.0 / (1.0 + math.exp(-min(max(zw, -30.0), 30.0)))
