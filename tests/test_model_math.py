@@ -154,3 +154,76 @@ def test_union_thresholds_keep_the_total_false_positive_budget():
     assert ((p >= t1) | (s >= t2)).sum() <= 20
     assert (s >= t2).sum() <= 10  # the secondary score gets half the budget
     assert ((p >= t1 - 1e-9) | (s >= t2)).sum() == 21  # the lowest such threshold
+
+
+def test_token_sums_equal_summing_each_tokens_feature_rows():
+    """Per-word sums (slots) are a shortcut: every token's row sum and weight equal adding
+    its word's and its bigram's rows directly."""
+    vocab, _ = build_vocab(TEXTS * 2, min_df=1)
+    f = Featurizer(vocab)
+    m = _model(len(vocab))
+    for text in [" ".join(TEXTS), "bread zzzz bread bread qqqq", "tell", ""]:
+        pos = f.positions(text)
+        S, w = m.token_sums(pos)
+        assert S.shape == (pos.n_tokens, m.hidden) and w.shape == (pos.n_tokens,)
+        for i in range(pos.n_tokens):
+            ids = list(pos.token_ids(i))
+            assert S[i] == pytest.approx(m.W1[ids].sum(axis=0), rel=1e-5, abs=1e-6)
+            assert w[i] == pytest.approx(float(m.wt[ids].astype(np.float64).sum()), rel=1e-9)
+
+
+def test_a_full_slot_table_is_replaced_and_older_positions_still_score(monkeypatch):
+    from asl3.classify import features
+
+    vocab, _ = build_vocab(TEXTS * 2, min_df=1)
+    f = Featurizer(vocab)
+    m = _model(len(vocab))
+    old = f.positions(TEXTS[0])
+    before = m.windows(old, 3, 1).probs.copy()
+    monkeypatch.setattr(features, "_TABLE_LIMIT", 2)
+    new = f.positions(TEXTS[1])
+    assert new.table is not old.table  # the full table was set aside, not cleared
+    assert m.windows(old, 3, 1).probs == pytest.approx(before)
+    fresh = Featurizer(vocab).positions(TEXTS[1])
+    assert m.windows(new, 3, 1).probs == pytest.approx(m.windows(fresh, 3, 1).probs)
+
+
+def test_concurrent_checks_get_the_same_sums_as_one_thread():
+    """The gateway scores from worker threads: slots handed out concurrently must stay
+    consistent between a featurizer's table and each model's per-slot sums."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    words = [f"w{i}" for i in range(400)]
+    texts = [" ".join(words[i : i + 40]) for i in range(0, 360, 7)]
+    vocab, _ = build_vocab([" ".join(words)] * 2, min_df=1)
+    m = _model(len(vocab), seed=3)
+
+    def score(f: Featurizer, t: str) -> np.ndarray:
+        return m.windows(f.positions(t), 10, 5).probs
+
+    serial = [score(Featurizer(vocab), t) for t in texts]
+    shared = Featurizer(vocab)
+    m._slot_sums.clear()
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda t: score(shared, t), texts * 4))
+    for a, b in zip(serial * 4, got, strict=True):
+        assert a == pytest.approx(b, rel=1e-5)
+
+
+def test_sentence_breaks_match_the_plain_form_of_the_pattern():
+    """SEGMENT_BREAK_RE is written for speed; it must split exactly like the readable one."""
+    import re
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from asl3.classify.features import SEGMENT_BREAK_RE
+
+    plain = re.compile(r"[.!?;:]+[\"'\u201d\u2019)\]]*\s+|[>\]]+\s*|\n\s*")
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.text(alphabet=".!?;:>]\n \t\"')\u201d\u2019ab3[", max_size=40))
+    def same(text: str) -> None:
+        assert SEGMENT_BREAK_RE.split(text) == plain.split(text)
+
+    same()

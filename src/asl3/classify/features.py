@@ -12,6 +12,7 @@ Only features seen at training time (the vocabulary) have ids; everything else i
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -21,10 +22,14 @@ TOKEN_RE = re.compile(r"[^\W_]+")
 # Where a sentence or clause ends: terminators (and closing quotes) before a space, the end
 # of a tag ("[/INST]", "<|im_end|>"), or a line break. Requests inside jailbreak frames are
 # nearly always a sentence of their own.
-SEGMENT_BREAK_RE = re.compile(r"[.!?;:]+[\"'\u201d\u2019)\]]*\s+|[>\]]+\s*|\n\s*")
+# (Written as one character class then the rest of the matching branch: the same matches as
+# r"[.!?;:]+[\"'\u201d\u2019)\]]*\s+|[>\]]+\s*|\n\s*", about four times faster to split with.)
+SEGMENT_BREAK_RE = re.compile(r"[.!?;:>\]\n](?:(?<=[.!?;:])[.!?;:]*[\"'\u201d\u2019)\]]*\s+"
+                              r"|(?<=[>\]])[>\]]*\s*|(?<=\n)\s*)")
 MAX_WORD = 24  # longer tokens (hashes, base64 blobs) only contribute their first characters
 CHAR_NS = (3, 4, 5)
 _CACHE_LIMIT = 200_000
+_TABLE_LIMIT = 100_000  # (previous, word) pairs per slot table; each model keeps a row per slot
 
 
 def word_features(word: str) -> list[str]:
@@ -104,19 +109,63 @@ def text_features(text: str) -> Iterable[str]:
         prev = t
 
 
-@dataclass
-class Positions:
-    """Feature ids of a text, grouped by token (CSR style).
+class SlotTable:
+    """The distinct words a featurizer has seen, each with its feature ids (the word's *slot*),
+    and every (previous word, word) pair seen with its slot and its bigram's id.
 
-    Token ``i`` owns ``ids[offsets[i]:offsets[i + 1]]``; every token owns at least one id (a
-    token with no known feature owns the padding id ``len(vocab)``, whose row and weight are
-    zero), so per-token sums can use ``np.add.reduceat``.
+    Why: a word's character n-grams are most of a text's features. Summing them once per
+    distinct word (each model keeps those sums per slot, see ``MeanMLP.token_sums``) instead
+    of once per occurrence makes a text two row lookups per token. A table only grows, so a
+    slot stays valid for every ``Positions`` that refers to the table; a full featurizer
+    starts a new table instead of clearing this one.
     """
 
-    ids: np.ndarray  # int32, flat
-    offsets: np.ndarray  # int64, n_tokens + 1
+    def __init__(self) -> None:
+        self.slot_of: dict[str, int] = {}
+        self.ids: list[tuple[int, ...]] = []  # slot -> the word's own feature ids
+        self.pairs: dict[tuple[str | None, str], tuple[int, int]] = {}
+        self._lock = threading.Lock()
+
+    def slot(self, word: str, ids: tuple[int, ...]) -> int:
+        got = self.slot_of.get(word)
+        if got is None:
+            with self._lock:  # concurrent checks: one slot per word, appended in order
+                got = self.slot_of.get(word)
+                if got is None:
+                    self.ids.append(ids)
+                    got = self.slot_of[word] = len(self.ids) - 1
+        return got
+
+
+@dataclass
+class Positions:
+    """A text's tokens as feature lookups: ``pairs[i]`` is token ``i``'s (slot in ``table``,
+    bigram id or the padding id ``len(vocab)``, whose row and weight are zero)."""
+
+    pairs: np.ndarray  # int32, (n_tokens, 2)
+    table: SlotTable
     n_tokens: int
     segment_starts: tuple[int, ...] = ()  # first token of each sentence-like piece
+    pad: int = 0
+
+    def token_ids(self, i: int) -> tuple[int, ...]:
+        """Token ``i``'s feature ids: its word's, then its bigram's (the padding id alone
+        when it has none), as ``Featurizer.token_ids`` lists them."""
+        slot, b = (int(x) for x in self.pairs[i])
+        ids = self.table.ids[slot] + ((b,) if b != self.pad else ())
+        return ids or (self.pad,)
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Every token's feature ids, flat (CSR style with ``offsets``)."""
+        flat = [i for t in range(self.n_tokens) for i in self.token_ids(t)]
+        return np.asarray(flat, dtype=np.int32)
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """Token ``i`` owns ``ids[offsets[i]:offsets[i + 1]]``."""
+        lens = [len(self.token_ids(t)) for t in range(self.n_tokens)]
+        return np.concatenate([[0], np.cumsum(lens, dtype=np.int64)]).astype(np.int64)
 
 
 class Featurizer:
@@ -126,7 +175,7 @@ class Featurizer:
         self.vocab = list(vocab)
         self.index: dict[str, int] = {f: i for i, f in enumerate(self.vocab)}
         self._word_cache: dict[str, tuple[int, ...]] = {}
-        self._pair_cache: dict[tuple[str | None, str], tuple[int, ...]] = {}
+        self.table = SlotTable()
 
     def __len__(self) -> int:
         return len(self.vocab)
@@ -160,41 +209,31 @@ class Featurizer:
     def pad(self) -> int:
         return len(self.vocab)
 
-    def _pair_ids(self, prev: str | None, word: str) -> tuple[int, ...]:
-        """A token's feature ids after ``prev`` (cached): its word ids, then the bigram's."""
-        ids = self.word_ids(word)
-        if prev is not None:
-            b = self.index.get(bigram_feature(prev, word))
-            if b is not None:
-                ids = (*ids, b)
-        if not ids:
-            ids = (self.pad,)
-        if len(self._pair_cache) >= _CACHE_LIMIT:
-            self._pair_cache.clear()
-        self._pair_cache[(prev, word)] = ids
-        return ids
+    def _pair(self, table: SlotTable, prev: str | None, word: str) -> tuple[int, int]:
+        """A token's (slot, bigram id) after ``prev``, remembered in ``table``."""
+        b = self.index.get(bigram_feature(prev, word), self.pad) if prev is not None else self.pad
+        got = (table.slot(word, self.word_ids(word)), b)
+        table.pairs[(prev, word)] = got
+        return got
 
     def positions(self, text: str) -> Positions:
-        """Feature ids of a text by token: the hot path of every check, so one inlined loop.
-
-        Same result as flattening :meth:`token_ids`, with the word and bigram lookups cached.
-        """
+        """A text's tokens as (slot, bigram) lookups: the hot path of every check, so one
+        inlined loop with one dictionary lookup per (previous token, token)."""
+        table = self.table
+        if len(table.pairs) >= _TABLE_LIMIT:
+            table = self.table = SlotTable()  # earlier Positions keep the old one
         toks, starts = token_segments(text)
-        pairs = self._pair_cache
+        pairs = table.pairs
         flat: list[int] = []
-        offsets = [0]
         prev: str | None = None
         for t in toks:
-            # one lookup per (previous token, token): the word's ids plus the bigram's, or
-            # the padding id when neither is known
-            ids = pairs.get((prev, t))
-            if ids is None:
-                ids = self._pair_ids(prev, t)
-            flat.extend(ids)
-            offsets.append(len(flat))
+            got = pairs.get((prev, t))
+            if got is None:
+                got = self._pair(table, prev, t)
+            flat += got
             prev = t
-        return Positions(np.asarray(flat, dtype=np.int32), np.asarray(offsets, dtype=np.int64),
-                         len(toks), tuple(starts))
+        return Positions(np.asarray(flat, dtype=np.int32).reshape(-1, 2), table, len(toks),
+                         tuple(starts), self.pad)
 
 
 def build_vocab(texts: Iterable[str], min_df: int = 2, max_features: int = 200_000

@@ -14,12 +14,13 @@ Two heads over the same kind of features:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from asl3.classify.features import Positions
+from asl3.classify.features import Positions, SlotTable
 
 HARMFUL = "__harmful__"  # the single class of a score model
 
@@ -55,6 +56,51 @@ def window_bounds(n: int, window: int, stride: int) -> tuple[np.ndarray, np.ndar
     return np.array([0, *s]), np.array([n, *[x + window for x in s]])
 
 
+class SlotSums:
+    """Each slot's summed (weighted) rows of one matrix and summed weights, for one
+    featurizer's slot table, filled as the table grows: a word's character n-grams are
+    added once, not at every occurrence.
+
+    Readers take the current state without a lock; only growth is locked. A state is never
+    changed below its filled count, so a reader holding an older state reads valid rows.
+    """
+
+    def __init__(self, M: np.ndarray, wt: np.ndarray) -> None:
+        self.M, self.wt = M, wt
+        self._lock = threading.Lock()
+        self._state: tuple[SlotTable, np.ndarray, np.ndarray, int] | None = None
+
+    def get(self, table: SlotTable) -> tuple[np.ndarray, np.ndarray]:
+        st = self._state
+        if st is None or st[0] is not table or st[3] < len(table.ids):
+            with self._lock:
+                st = self._fill(table)
+        return st[1], st[2]
+
+    def _fill(self, table: SlotTable) -> tuple[SlotTable, np.ndarray, np.ndarray, int]:
+        st = self._state
+        n_now = len(table.ids)
+        if st is not None and st[0] is table and st[3] >= n_now:
+            return st
+        if st is None or st[0] is not table:
+            rows = np.zeros((max(1024, 2 * n_now), self.M.shape[1]), dtype=np.float32)
+            w, n = np.zeros(len(rows)), 0
+        else:
+            _, rows, w, n = st
+            if n_now > len(rows):
+                grown = max(2 * len(rows), n_now)
+                rows = np.concatenate([rows, np.zeros((grown - len(rows), rows.shape[1]),
+                                                      dtype=np.float32)])
+                w = np.concatenate([w, np.zeros(grown - len(w))])
+        for slot in range(n, n_now):
+            ids = list(table.ids[slot])
+            if ids:
+                rows[slot] = self.M[ids].sum(axis=0)
+                w[slot] = self.wt[ids].astype(np.float64).sum()
+        self._state = (table, rows, w, n_now)
+        return self._state
+
+
 @dataclass
 class MeanMLP:
     """relu(wmean(W1[ids]) [+ wmean(W1p[prompt ids])] + b1) @ W2 + b2 -> sigmoid or softmax.
@@ -72,6 +118,9 @@ class MeanMLP:
     W1p: np.ndarray | None = None  # (V + 1, H) prompt side (output score model only)
     # per-word (row sum, weight) cache used by the streaming monitor
     row_cache: dict[str, tuple[np.ndarray, float]] = field(default_factory=dict, repr=False)
+    # per-slot sums of W1 and W1p for the featurizer's slot table (see SlotSums)
+    _slot_sums: dict[str, SlotSums] = field(default_factory=dict, init=False, repr=False,
+                                            compare=False)
 
     @property
     def hidden(self) -> int:
@@ -107,21 +156,31 @@ class MeanMLP:
         return int(self.W1.shape[0]) - 1
 
     # -- scoring ---------------------------------------------------------------------------
-    def _wmean(self, M: np.ndarray, pos: Positions) -> np.ndarray:
-        """Weighted mean of rows of ``M`` (rows pre-multiplied by weights) over a text."""
-        if pos.ids.size == 0:
+    def _sums(self, name: str, pos: Positions) -> tuple[np.ndarray, np.ndarray]:
+        """Per-token sums of the (weighted) rows of matrix ``name`` and of the weights."""
+        got = self._slot_sums.get(name)
+        if got is None:
+            got = self._slot_sums.setdefault(name, SlotSums(getattr(self, name), self.wt))
+        rows, w = got.get(pos.table)
+        slots, bigrams = pos.pairs[:, 0], pos.pairs[:, 1]
+        return rows[slots] + getattr(self, name)[bigrams], w[slots] + self.wt[bigrams]
+
+    def _wmean(self, name: str, pos: Positions) -> np.ndarray:
+        """Weighted mean of rows of matrix ``name`` (rows pre-multiplied by weights)."""
+        if pos.n_tokens == 0:
             return np.zeros(self.hidden, dtype=np.float32)
-        return M[pos.ids].sum(axis=0) / max(float(self.wt[pos.ids].sum()), 1e-6)
+        S, w = self._sums(name, pos)
+        return S.sum(axis=0) / max(float(w.sum()), 1e-6)
 
     def prompt_pre(self, pos: Positions | None) -> np.ndarray:
         """The prompt's contribution to the hidden pre-activation (zeros without a prompt)."""
         if self.W1p is None or pos is None:
             return np.zeros(self.hidden, dtype=np.float32)
-        return self._wmean(self.W1p, pos)
+        return self._wmean("W1p", pos)
 
     def text_pre(self, pos: Positions) -> np.ndarray:
         """Hidden pre-activation of a whole text (no windows)."""
-        return self._wmean(self.W1, pos)
+        return self._wmean("W1", pos)
 
     def probs_from_pre(self, pre: np.ndarray) -> np.ndarray:
         """Outputs from hidden pre-activations (bias not yet added)."""
@@ -133,9 +192,7 @@ class MeanMLP:
         """Per-token sums of (weighted) rows and of weights: shared by every window scale."""
         if pos.n_tokens == 0:
             return np.zeros((0, self.hidden), np.float32), np.zeros(0)
-        starts = pos.offsets[:-1]
-        return (np.add.reduceat(self.W1[pos.ids], starts, axis=0),
-                np.add.reduceat(self.wt[pos.ids].astype(np.float64), starts))
+        return self._sums("W1", pos)
 
     def windows(self, pos: Positions | tuple[np.ndarray, np.ndarray], window: int, stride: int,
                 prompt: np.ndarray | None = None,
