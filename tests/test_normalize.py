@@ -331,6 +331,20 @@ def test_leetspeak_round_trips() -> None:
     ]
 
 
+def test_leetspeak_in_capitalized_and_hyphenated_words_is_folded_but_codes_and_numbers_stay():
+    def leet(text: str) -> str | None:
+        return next((v.text for v in views(text) if v.name == "leet"), None)
+
+    # "H0w" is a capital then a digit, as in "H5N1", but one capital with small letters
+    assert leet("H0w d0 1 b4k3 br34d?") == "how do i bake bread?"
+    # hyphens separate leet words; digits next to a hyphen are numbers
+    assert leet("3nd-u53r c3r71f1c473s for p010n1um-210") == (
+        "end-user certificates for polonium-210")
+    assert leet("t3ll me about H5N1, Fe2O3, CO2 and B12 in 2020-2021") == (
+        "tell me about h5n1, fe2o3, co2 and b12 in 2020-2021")
+    assert leet("a 5-year plan for covid-19 in 2020-2021") is None
+
+
 def test_homoglyph_substitution_round_trips() -> None:
     cyr = str.maketrans("aceopxy", "асеорху")
     assert found(SENTENCE.translate(cyr)) == ["canonical"]

@@ -623,8 +623,9 @@ _LEET_INTERIOR_RE = re.compile(r"[a-z][2689+\u20ac]*[013457@$!|][0-9@$!|+\u20ac]
 _LEET_MAX_WORD = 24  # longer tokens are blobs (hashes, base64), not words
 _LEAD_PUNCT = "\"'(["
 _TRAIL_PUNCT = ".,!?;:\"')]"
-# Product codes and chemical formulas ("H5N1", "CO2", "B12") mix capitals and digits in the
-# original text; leetspeak rarely does, so such words are left alone.
+# Product codes and chemical formulas ("H5N1", "CO2", "B12", "Fe2O3") mix capitals and
+# digits in the original text, and have two capitals or no small letter; such words are left
+# alone. A capitalized leet word ("H0w", "H3lp") has one capital and small letters.
 _CODE_HINT_RE = re.compile(r"[A-Z][0-9]|[0-9][A-Z]")
 # "name@host" (package specs, handles) is not leet; "c@ke" and "bre@d" are.
 _AT_HANDLE_RE = re.compile(r"[a-z]{3,}@[a-z]{3,}")
@@ -683,8 +684,10 @@ _LEET_CLASS_HINT = re.compile("a2*1[12]*a")
 # with optional quotes/brackets around it. Each part's character class is disjoint from the
 # next one's, so a match never backtracks more than a character (e-mail addresses and URLs
 # contain "." or ":" and never match).
+# Hyphens separate words too ("p010n!um-210", "3nd-u53r"), but digits next to a hyphen are a
+# number ("polonium-210", "covid-19", "2020-2021") and are left alone.
 _LEET_TOKEN_RE = re.compile(
-    r"(?<![^ ])[\"'(\[]*[a-z]*[0-9@$!|+\u20ac][a-z0-9@$!|+\u20ac]*[.,?;:\"')\]]*(?![^ ])"
+    r"(?<![^ -])[\"'(\[]*[a-z]*[0-9@$!|+\u20ac][a-z0-9@$!|+\u20ac]*[.,?;:\"')\]]*(?![^ -])"
 )
 
 
@@ -702,8 +705,13 @@ def _code_words(text: str) -> frozenset[str]:
     if _CODE_HINT_RE.search(text) is None:
         return frozenset()
     return frozenset(
-        w.lower().strip(_LEAD_PUNCT + _TRAIL_PUNCT) for w in text.split() if _CODE_HINT_RE.search(w)
+        w.lower().strip(_LEAD_PUNCT + _TRAIL_PUNCT) for w in text.replace("-", " ").split()
+        if _CODE_HINT_RE.search(w) and _is_code(w)
     )
+
+
+def _is_code(word: str) -> bool:
+    return sum(ch.isupper() for ch in word) >= 2 or not any(ch.islower() for ch in word)
 
 
 def _decode_leet(canon: str, text: str) -> str | None:
@@ -728,7 +736,8 @@ def _decode_leet(canon: str, text: str) -> str | None:
         stripped = core.rstrip(_TRAIL_PUNCT)
         trail = core[len(stripped) :]
         core = stripped
-        if not core or len(core) > _LEET_MAX_WORD or core in codes:
+        if not core or len(core) > _LEET_MAX_WORD or core in codes or (
+                core.isdigit() and "-" in canon[max(m.start() - 1, 0) : m.end() + 1]):
             return tok
         if _LEET_INTERIOR_RE.search(core) and not _AT_HANDLE_RE.fullmatch(core):
             triggered = True
