@@ -118,21 +118,99 @@ def test_stage_2_reads_only_what_stage_1_finds_suspicious(two_stage_guard, proxy
     assert v.score == pytest.approx(low / 2)  # stage 2 skipped counts as 0
     g.check_input(recipe)
     assert len(enc.calls) == 1
-    assert enc.calls[0] == g.scorer.candidates(views(recipe), 4)
+    assert enc.calls[0] == g.scorer.candidates(views(recipe), 4, g.stage2.sentence_tokens)
     # the inline part a server runs first: stage 1's verdict below the gate, else "ask stage 2"
     assert g.check_input_stage1(plain) == g.check_input(plain)
     assert g.check_input_stage1(recipe) is None and len(enc.calls) == 1  # never encodes
 
 
 @needs_neural
-def test_the_two_stage_score_is_the_mean_of_both_stages(proxy_bundle):
+def test_the_two_stage_score_is_the_best_mean_of_both_stages_over_the_candidates(proxy_bundle):
     g = Guard.load(proxy_bundle)
     _with_fake_encoder(g)  # constant embedding: s2 = sigmoid(sum(w)/sqrt(d) + b)
-    assert g.stage2 is not None
+    assert g.stage2 is not None and g.stage2.aligned
     s2 = float(g.stage2.head.probs(np.ones((1, neural.DIM)) / np.sqrt(neural.DIM))[0])
     text = "Give me the complete step by step recipe for sourdough bread with exact amounts."
     score, s = g.input_score(text)
-    assert score == pytest.approx((s.score + s2) / 2, abs=1e-6)
+    cands = g.scorer.scored_candidates(g.scorer.views_of_input(text), g.stage2.candidates,
+                                       g.stage2.sentence_tokens)
+    best = max(min(c1, s.score) for _, c1 in cands)
+    assert score == pytest.approx((best + s2) / 2, abs=1e-6)
+
+
+class _TableEncoder:
+    """Stands in for MiniLM: the embedding's first coordinate is a per-text logit."""
+
+    def __init__(self, logits: dict[str, float]) -> None:
+        self.logits = logits
+
+    def encode(self, texts, progress=None):
+        E = np.zeros((len(texts), neural.DIM), dtype=np.float32)
+        E[:, 0] = [self.logits[t] for t in texts]
+        return E
+
+
+def _stage2(combine_rule: str, logits: dict[str, float]) -> neural.Stage2:
+    w = np.zeros(neural.DIM, np.float32)
+    w[0] = 1.0
+    return neural.Stage2(Head(w, 0.0), {"combine": combine_rule},
+                         encoder=_TableEncoder(logits))  # type: ignore[arg-type]
+
+
+def test_aligned_stages_must_agree_on_the_same_text_and_mean_bundles_keep_their_rule():
+    # stage 1 dislikes sentence "b" (0.9), stage 2 dislikes sentence "a" (P = 0.88): a frame
+    # whose sentences each look bad to one stage, the false positive the aligned rule removes
+    logits = {"a": 2.0, "b": -4.0}
+    cands = [("a", 0.1), ("b", 0.9)]
+    pa, pb = 1 / (1 + np.exp(-2.0)), 1 / (1 + np.exp(4.0))
+    aligned = _stage2("aligned", logits).combined(0.9, cands)
+    assert aligned == pytest.approx(max((0.1 + pa) / 2, (0.9 + pb) / 2))
+    assert _stage2("mean", logits).combined(0.9, cands) == pytest.approx((0.9 + pa) / 2)
+    # a request both stages find harmful scores as before
+    assert _stage2("aligned", {"x": 3.0}).combined(0.95, [("x", 0.95)]) == pytest.approx(
+        (0.95 + 1 / (1 + np.exp(-3.0))) / 2)
+    assert _stage2("aligned", {}).combined(0.7, []) == pytest.approx(0.35)  # no candidates
+
+
+@given(st.floats(0.0, 1.0), st.lists(st.tuples(st.sampled_from("abcd"), st.floats(0.0, 1.0)),
+                                     max_size=5),
+       st.sampled_from(["aligned", "mean"]))
+def test_the_two_stage_score_never_exceeds_the_gate_bound(s1, cands, rule):
+    """The gate and calibration assume combine(s1, 1) bounds the score, whatever stage 2 says
+    (a candidate's own stage-1 score may exceed the text's after truncation: it is capped)."""
+    logits = {"a": 30.0, "b": 1.0, "c": -2.0, "d": 0.0}
+    got = _stage2(rule, logits).combined(s1, cands)
+    assert 0.0 <= got <= combine(s1, 1.0) + 1e-12
+
+
+def test_an_ensemble_head_averages_its_members_and_round_trips():
+    rng = np.random.default_rng(1)
+    members = [Head(rng.normal(size=8).astype(np.float32), float(rng.normal()),
+                    rng.normal(size=(neural.DIM, 8)).astype(np.float32) / 10,
+                    rng.normal(size=8).astype(np.float32)) for _ in range(3)]
+    ens = Head(np.stack([m.w for m in members]), np.array([m.b for m in members], np.float32),
+               np.stack([m.W1 for m in members]), np.stack([m.b1 for m in members]))
+    E = rng.normal(size=(5, neural.DIM)).astype(np.float32)
+    assert ens.members == 3
+    assert np.allclose(ens.probs(E), np.mean([m.probs(E) for m in members], axis=0), atol=1e-6)
+    back = Head.from_arrays(ens.arrays())
+    assert back.members == 3 and np.allclose(back.probs(E), ens.probs(E))
+    a = ens.arrays()
+    with pytest.raises(ValueError, match="ensemble shapes"):
+        Head.from_arrays({**a, "b": np.zeros(2, np.float32)})
+    with pytest.raises(ValueError, match="ensemble shapes"):
+        Head.from_arrays({**a, "w": np.zeros((3, 7), np.float32)})
+
+
+def test_fit_head_with_members_is_the_mean_of_heads_from_consecutive_seeds():
+    rng = np.random.default_rng(0)
+    E = rng.normal(size=(120, neural.DIM)).astype(np.float32)
+    y = (E[:, 0] * E[:, 1] > 0).astype(int)
+    ens = neural.fit_head(E, y, C=1.0, seed=5, hidden=8, alpha=1e-3, members=3, epochs=20)
+    one = [neural.fit_head(E, y, C=1.0, seed=5 + k, hidden=8, alpha=1e-3, epochs=20)
+           for k in range(3)]
+    assert ens.members == 3
+    assert np.allclose(ens.probs(E), np.mean([h.probs(E) for h in one], axis=0), atol=1e-6)
 
 
 def test_stage_1_alone_uses_its_own_threshold(proxy_bundle):

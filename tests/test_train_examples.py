@@ -95,14 +95,18 @@ def test_a_quoted_request_is_learned_from_its_quoted_view_when_the_bundle_uses_i
 
 
 class _FakeStage2:
-    """Stage 2 as a lookup table: candidate "i" scores table[i]; counts what it was asked."""
+    """Stage 2 as a lookup table: candidate "i" scores table[i], combined with its stage-1
+    score as the real one does; counts what it was asked."""
 
     def __init__(self, table):
         self.table, self.asked = table, 0
 
-    def score_many(self, groups, progress=None):
+    def combined_many(self, s1s, groups, progress=None):
+        from asl3.classify.neural import combine
+
         self.asked += len(groups)
-        return [self.table[int(g[0])] for g in groups]
+        return [max(combine(min(c1, s1), self.table[int(t)]) for t, c1 in g)
+                for s1, g in zip(s1s, groups, strict=True)]
 
 
 @settings(max_examples=200, deadline=None)
@@ -110,7 +114,7 @@ class _FakeStage2:
        st.sampled_from([0.0, 0.01, 0.05, 0.3]))
 def test_calibrating_stage_2_on_the_rows_that_matter_gives_the_same_threshold(pairs, fpr):
     s1 = [a for a, _ in pairs]
-    cands = [[str(i)] for i in range(len(pairs))]
+    cands = [[(str(i), a)] for i, (a, _) in enumerate(pairs)]
     every = stage2_scores(_FakeStage2([b for _, b in pairs]), s1, cands, None)
     fake = _FakeStage2([b for _, b in pairs])
     bounded = stage2_scores(fake, s1, cands, fpr)
@@ -122,5 +126,5 @@ def test_stage_2_calibration_skips_rows_stage_1_finds_harmless():
     rng = random.Random(0)
     s1 = [rng.random() * 0.05 for _ in range(2000)] + [0.9] * 60  # the top 1% scores high
     fake = _FakeStage2([0.5] * 2060)
-    stage2_scores(fake, s1, [[str(i)] for i in range(2060)], 0.01)
+    stage2_scores(fake, s1, [[(str(i), s1[i])] for i in range(2060)], 0.01)
     assert fake.asked < 200

@@ -151,10 +151,11 @@ class Guard:
         s = self.scorer.input_views(vs)
         if self.stage2 is None:
             return s.score, s
-        s2 = 0.0
-        if s.score >= neural.gate(self.input_threshold):
-            s2 = self.stage2.score(self.scorer.candidates(vs, self.stage2.candidates))
-        return neural.combine(s.score, s2), s
+        if s.score < neural.gate(self.input_threshold):
+            return neural.combine(s.score, 0.0), s
+        st2 = self.stage2
+        cands = self.scorer.scored_candidates(vs, st2.candidates, st2.sentence_tokens)
+        return st2.combined(s.score, cands), s
 
     @property
     def categories(self) -> list[str]:

@@ -4,7 +4,7 @@ Why a second stage: stage 1 (hashed word and character n-grams) ranks harmful re
 but cannot tell "a poison for my Skyrim character" from a real one as well as a sentence
 encoder can, so its calibrated threshold sits high and harmful requests in unseen phrasings
 pass. Stage 2 reads the few texts stage 1 scores highest with all-MiniLM-L6-v2 and the
-combined score is the mean of the two probabilities. Stage 2 only runs when the mean could
+combined score is the best mean of the two probabilities over those texts. Stage 2 only runs when the mean could
 reach the threshold (stage 1 >= 2 * threshold - 1), so ordinary traffic never pays for it.
 
 Optional by design: torch and transformers come with the ``neural`` extra; without them the
@@ -137,20 +137,32 @@ class Encoder:
 class Head:
     """P(harmful) from a sentence embedding: ``sigmoid(h @ w + b)``, where ``h`` is the
     embedding itself (logistic regression) or, with ``W1``, one ReLU hidden layer over it
-    (``h = max(E @ W1 + b1, 0)``, scikit-learn's MLPClassifier exported to numpy)."""
+    (``h = max(E @ W1 + b1, 0)``, scikit-learn's MLPClassifier exported to numpy).
 
-    w: np.ndarray  # (hidden,) or (384,) without a hidden layer
-    b: float
-    W1: np.ndarray | None = None  # (384, hidden)
-    b1: np.ndarray | None = None  # (hidden,)
+    An ensemble of K hidden-layer heads stacks their arrays on a first axis (W1 (K, 384, H),
+    b1 (K, H), w (K, H), b (K,)) and averages their probabilities."""
+
+    w: np.ndarray  # (hidden,) or (384,) without a hidden layer; (K, hidden) for an ensemble
+    b: float | np.ndarray
+    W1: np.ndarray | None = None  # (384, hidden) or (K, 384, hidden)
+    b1: np.ndarray | None = None  # (hidden,) or (K, hidden)
+
+    @property
+    def members(self) -> int:
+        return int(self.W1.shape[0]) if self.W1 is not None and self.W1.ndim == 3 else 1
 
     def probs(self, E: np.ndarray) -> np.ndarray:
+        if self.W1 is not None and self.W1.ndim == 3:
+            H = np.maximum(np.einsum("nd,kdh->knh", E, self.W1) + self.b1[:, None, :], 0.0)
+            z = np.einsum("knh,kh->kn", H, self.w) + np.asarray(self.b)[:, None]
+            return sigmoid(z).mean(axis=0)
         if self.W1 is not None:
             E = np.maximum(E @ self.W1 + self.b1, 0.0)
         return sigmoid(E @ self.w + self.b)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        out = {"w": self.w.astype(np.float32), "b": np.array([self.b], dtype=np.float32)}
+        out = {"w": self.w.astype(np.float32),
+               "b": np.atleast_1d(np.asarray(self.b, dtype=np.float32))}
         if self.W1 is not None and self.b1 is not None:
             out.update(W1=self.W1.astype(np.float32), b1=self.b1.astype(np.float32))
         return out
@@ -167,6 +179,15 @@ class Head:
                                  f"expected ({DIM},), (1,)")
             return cls(w.astype(np.float32), float(b[0]))
         W1, b1 = arrays["W1"], arrays["b1"]
+        if W1.ndim == 3:  # an ensemble
+            k, h = W1.shape[0], W1.shape[2]
+            if W1.shape != (k, DIM, h) or k < 1 or h < 1 or b1.shape != (k, h) \
+                    or w.shape != (k, h) or b.shape != (k,):
+                raise ValueError(f"stage-2 ensemble shapes W1 {W1.shape}, b1 {b1.shape}, "
+                                 f"w {w.shape}, b {b.shape}; expected (K, {DIM}, H), (K, H), "
+                                 "(K, H), (K,)")
+            return cls(w.astype(np.float32), b.astype(np.float32), W1.astype(np.float32),
+                       b1.astype(np.float32))
         h = W1.shape[1] if W1.ndim == 2 else -1
         if W1.shape != (DIM, h) or h < 1 or b1.shape != (h,) or w.shape != (h,) \
                 or b.shape != (1,):
@@ -177,26 +198,43 @@ class Head:
 
 
 def fit_head(E: np.ndarray, y: np.ndarray, C: float, seed: int, hidden: int = 0,
-             alpha: float = 1e-2) -> Head:
+             alpha: float = 1e-2, members: int = 1, epochs: int = 200) -> Head:
     """Fit the head with scikit-learn, deterministically for a given seed.
 
     ``hidden=0``: logistic regression (inverse L2 strength ``C``; lbfgs has no randomness).
-    ``hidden>0``: one ReLU layer of that width (Adam, L2 ``alpha``, 200 epochs). Why a hidden
-    layer: the logistic head could not separate requests whose harm is in how the words
+    ``hidden>0``: one ReLU layer of that width (Adam, L2 ``alpha``, ``epochs`` epochs). Why a
+    hidden layer: the logistic head could not separate requests whose harm is in how the words
     combine ("make a chlorine attack more lethal", P = 0.09) from harmless ones that share
     them; on the dev and dev-wild sets the MLP blocked 1,293 to 1,309 of 1,314 harmful
     requests at the same calibrated false-positive rate, against 1,283 to 1,285 (see
-    ARCHITECTURE.md)."""
+    ARCHITECTURE.md). ``members > 1``: that many hidden-layer heads from seeds ``seed``,
+    ``seed + 1``, ..., averaged. Why: one head's false positives depended on its seed (6 to
+    13 of 1,146 dev harmless inputs over five seeds); three heads of 50 epochs cost what one
+    of 200 did and were as good as the best single seed."""
     if not hidden:
         from sklearn.linear_model import LogisticRegression
 
         clf = LogisticRegression(C=C, max_iter=3000, random_state=seed).fit(E, y)
         return Head(clf.coef_[0].astype(np.float32), float(clf.intercept_[0]))
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
 
-    mlp = MLPClassifier((hidden,), alpha=alpha, max_iter=200, random_state=seed).fit(E, y)
-    return Head(mlp.coefs_[1][:, 0].astype(np.float32), float(mlp.intercepts_[1][0]),
-                mlp.coefs_[0].astype(np.float32), mlp.intercepts_[0].astype(np.float32))
+    fits = []
+    for k in range(members):
+        with warnings.catch_warnings():  # a fixed number of epochs, by design
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fits.append(MLPClassifier((hidden,), alpha=alpha, max_iter=epochs,
+                                      random_state=seed + k).fit(E, y))
+    if members == 1:
+        mlp = fits[0]
+        return Head(mlp.coefs_[1][:, 0].astype(np.float32), float(mlp.intercepts_[1][0]),
+                    mlp.coefs_[0].astype(np.float32), mlp.intercepts_[0].astype(np.float32))
+    return Head(np.stack([m.coefs_[1][:, 0] for m in fits]).astype(np.float32),
+                np.array([m.intercepts_[1][0] for m in fits], dtype=np.float32),
+                np.stack([m.coefs_[0] for m in fits]).astype(np.float32),
+                np.stack([m.intercepts_[0] for m in fits]).astype(np.float32))
 
 
 def combine(s1: float, s2: float) -> float:
@@ -221,6 +259,8 @@ class Stage2:
         self.head = head
         self.spec = spec
         self.candidates = int(spec.get("candidates", 4))
+        # views longer than this many tokens offer their sentences as candidates
+        self.sentence_tokens = int(spec.get("sentence_tokens", 30))
         self._encoder = encoder
         self._lock = threading.Lock()
         pin = spec.get("encoder_sha256")
@@ -241,6 +281,41 @@ class Stage2:
         """Load the encoder now (servers: before the first request, not during it)."""
         _ = self.encoder
         return self
+
+    @property
+    def aligned(self) -> bool:
+        """How the stages combine (see ``combined_many``): "aligned", or the older "mean"."""
+        return self.spec.get("combine") == "aligned"
+
+    def combined(self, s1: float, cands: Sequence[tuple[str, float]]) -> float:
+        """The two-stage score of one text (see ``combined_many``)."""
+        return float(self.combined_many([s1], [cands])[0])
+
+    def combined_many(self, s1s: Sequence[float], groups: Sequence[Sequence[tuple[str, float]]],
+                      progress: Any = None) -> np.ndarray:
+        """Two-stage scores from each text's stage-1 score and its stage-2 candidates, given
+        as (candidate text, stage-1 score of that text); one batched pass over the encoder.
+
+        "aligned" bundles: the highest ``combine(stage 1, stage 2)`` over the candidates, so
+        both stages must find the *same* text harmful. Why: with the older "mean" rule (stage
+        1's best over the whole text with stage 2's best over the candidates) a harmless
+        question in a jailbreak frame was blocked when stage 1 disliked one sentence of the
+        frame and stage 2 another. A candidate's stage-1 score is capped at the text's, so
+        ``combine(s1, 1)`` still bounds the result (the gate and calibration rely on it).
+        With no candidates, stage 2 counts as 0.
+        """
+        uniq = list(dict.fromkeys(t for g in groups for t, _ in g))
+        index = {t: i for i, t in enumerate(uniq)}
+        p = self.head.probs(self.encoder.encode(uniq, progress)) if uniq else np.zeros(0)
+        out = np.zeros(len(groups))
+        for i, (s1, g) in enumerate(zip(s1s, groups, strict=True)):
+            if not g:
+                out[i] = combine(s1, 0.0)
+            elif self.aligned:
+                out[i] = max(combine(min(c1, s1), float(p[index[t]])) for t, c1 in g)
+            else:
+                out[i] = combine(s1, max(float(p[index[t]]) for t, _ in g))
+        return out
 
     def score(self, texts: Sequence[str]) -> float:
         """Max P(harmful) over the candidate texts (0 when there are none)."""

@@ -33,6 +33,7 @@ from asl3.classify.features import (
     tokens,
 )
 from asl3.classify.model import HARMFUL, MeanMLP
+from asl3.classify.score import CANDIDATE_SENTENCE_TOKENS
 from asl3.data.io import Row, read_jsonl, rows_sha256
 from asl3.errors import DatasetError
 from asl3.text.normalize import canonical, views
@@ -82,6 +83,8 @@ class TrainConfig:
     # regression (inverse L2 strength stage2_C). See neural.fit_head for why.
     stage2_hidden: int = 128
     stage2_alpha: float = 1e-2
+    stage2_heads: int = 3  # an ensemble of hidden-layer heads (seeds seed, seed+1, ...)
+    stage2_epochs: int = 50  # per head
     stage2_C: float = 10.0
     stage2_candidates: int = 4  # texts besides the canonical view that stage 2 reads
     # Share of harmful output examples paired with another response's prompt (or none) instead
@@ -195,7 +198,7 @@ def _fit(X, y: np.ndarray, hidden: int, epochs: int, seed: int, alpha: float = 1
 
     clf = MLPClassifier(
         hidden_layer_sizes=(hidden,), activation="relu", solver="adam", alpha=alpha,
-        batch_size=max(32, min(256, X.shape[0] // 100)),  # enough updates on small data
+        batch_size=max(32, min(512, X.shape[0] // 100)),  # enough updates on small data
         learning_rate_init=2e-3, max_iter=epochs, random_state=seed,
         shuffle=True, tol=1e-6, n_iter_no_change=epochs + 1,
     )
@@ -495,7 +498,9 @@ def calibration_scores(guard: Any, rows: Sequence[Row], progress: Progress = _no
                 vs = guard.scorer.views_of_input(r.text)
                 ins.append(guard.scorer.input_views(vs).score)
                 if guard.stage2 is not None:
-                    cands.append(guard.scorer.candidates(vs, guard.stage2.candidates))
+                    st2 = guard.stage2
+                    cands.append(guard.scorer.scored_candidates(vs, st2.candidates,
+                                                                st2.sentence_tokens))
             else:
                 mon = guard.monitor_output(r.prompt, threshold=float("inf"))
                 mon.run(r.text)  # as streamed word by word (see OutputMonitor.run)
@@ -514,7 +519,8 @@ def calibration_scores(guard: Any, rows: Sequence[Row], progress: Progress = _no
     return CalibrationScores(ins, both, outs, alone if floor else None)
 
 
-def stage2_scores(stage2: Any, s1: Sequence[float], cands: Sequence[Sequence[str]],
+def stage2_scores(stage2: Any, s1: Sequence[float],
+                  cands: Sequence[Sequence[tuple[str, float]]],
                   fpr: float | None, progress: Any = None) -> list[float]:
     """Two-stage scores of harmless rows for calibrating at ``fpr``: exact where the encoder
     ran, ``combine(s1, 1)`` (an upper bound) where it did not.
@@ -535,9 +541,9 @@ def stage2_scores(stage2: Any, s1: Sequence[float], cands: Sequence[Sequence[str
     done, m = 0, n if fpr is None else min(n, max(64, 4 * (k + 1)))
     while True:
         batch = order[done:m]
-        got = stage2.score_many([cands[i] for i in batch], progress)
-        for i, s2 in zip(batch, got, strict=True):
-            scores[i] = combine(s1[i], float(s2))
+        got = stage2.combined_many([s1[i] for i in batch], [cands[i] for i in batch], progress)
+        for i, both in zip(batch, got, strict=True):
+            scores[i] = float(both)
         done = m
         if m >= n or k >= n:
             return scores
@@ -644,14 +650,17 @@ def _train_stage2(cfg: TrainConfig, encoder: Any, texts: Sequence[str], labels: 
         raise DatasetError("stage 2 needs both harmful and harmless input examples")
     E = encoder.encode(s2_texts, embedded)
     progress("stage 2: fit head", 0, 1)
-    head = neural.fit_head(E, s2_y, cfg.stage2_C, cfg.seed, cfg.stage2_hidden, cfg.stage2_alpha)
+    head = neural.fit_head(E, s2_y, cfg.stage2_C, cfg.seed, cfg.stage2_hidden, cfg.stage2_alpha,
+                           cfg.stage2_heads, cfg.stage2_epochs)
     progress("stage 2: fit head", 1, 1)
     spec = {"model": "minilm-mlp" if cfg.stage2_hidden else "minilm-logistic",
             "encoder": neural.ENCODER_NAME,
             "encoder_sha256": encoder.sha256, "max_tokens": encoder.max_tokens,
-            "combine": "mean", "candidates": cfg.stage2_candidates,
+            "combine": "aligned", "candidates": cfg.stage2_candidates,
+            "sentence_tokens": CANDIDATE_SENTENCE_TOKENS,
             "examples": len(s2_texts),
-            **({"hidden": cfg.stage2_hidden, "alpha": cfg.stage2_alpha} if cfg.stage2_hidden
+            **({"hidden": cfg.stage2_hidden, "alpha": cfg.stage2_alpha,
+                "heads": cfg.stage2_heads, "epochs": cfg.stage2_epochs} if cfg.stage2_hidden
                else {"C": cfg.stage2_C})}
     return head, spec
 
