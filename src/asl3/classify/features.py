@@ -216,12 +216,26 @@ class Featurizer:
         table.pairs[(prev, word)] = got
         return got
 
+    def _current_table(self) -> SlotTable:
+        table = self.table
+        if len(table.pairs) >= _TABLE_LIMIT or len(table.ids) >= _TABLE_LIMIT:
+            table = self.table = SlotTable()  # earlier Positions keep the old one
+        return table
+
+    def word_slots(self, words: Sequence[str]) -> tuple[SlotTable, list[int]]:
+        """Slots of words in the current table (the streaming monitor's word-by-word path)."""
+        table = self._current_table()
+        slot_of = table.slot_of
+        out = []
+        for w in words:
+            got = slot_of.get(w)
+            out.append(table.slot(w, self.word_ids(w)) if got is None else got)
+        return table, out
+
     def positions(self, text: str) -> Positions:
         """A text's tokens as (slot, bigram) lookups: the hot path of every check, so one
         inlined loop with one dictionary lookup per (previous token, token)."""
-        table = self.table
-        if len(table.pairs) >= _TABLE_LIMIT:
-            table = self.table = SlotTable()  # earlier Positions keep the old one
+        table = self._current_table()
         toks, starts = token_segments(text)
         pairs = table.pairs
         flat: list[int] = []

@@ -116,8 +116,6 @@ class MeanMLP:
     b2: np.ndarray  # (C,)
     wt: np.ndarray  # (V + 1,), the padding weight is zero
     W1p: np.ndarray | None = None  # (V + 1, H) prompt side (output score model only)
-    # per-word (row sum, weight) cache used by the streaming monitor
-    row_cache: dict[str, tuple[np.ndarray, float]] = field(default_factory=dict, repr=False)
     # per-slot sums of W1 and W1p for the featurizer's slot table (see SlotSums)
     _slot_sums: dict[str, SlotSums] = field(default_factory=dict, init=False, repr=False,
                                             compare=False)
@@ -156,12 +154,17 @@ class MeanMLP:
         return int(self.W1.shape[0]) - 1
 
     # -- scoring ---------------------------------------------------------------------------
-    def _sums(self, name: str, pos: Positions) -> tuple[np.ndarray, np.ndarray]:
-        """Per-token sums of the (weighted) rows of matrix ``name`` and of the weights."""
+    def word_sums(self, table: SlotTable, name: str = "W1") -> tuple[np.ndarray, np.ndarray]:
+        """Each slot's summed (weighted) rows of matrix ``name`` and summed weights (indexed by
+        slot; see SlotSums). The streaming monitor adds a word's row per token from these."""
         got = self._slot_sums.get(name)
         if got is None:
             got = self._slot_sums.setdefault(name, SlotSums(getattr(self, name), self.wt))
-        rows, w = got.get(pos.table)
+        return got.get(table)
+
+    def _sums(self, name: str, pos: Positions) -> tuple[np.ndarray, np.ndarray]:
+        """Per-token sums of the (weighted) rows of matrix ``name`` and of the weights."""
+        rows, w = self.word_sums(pos.table, name)
         slots, bigrams = pos.pairs[:, 0], pos.pairs[:, 1]
         return rows[slots] + getattr(self, name)[bigrams], w[slots] + self.wt[bigrams]
 

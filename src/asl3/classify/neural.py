@@ -259,7 +259,8 @@ class Stage2:
         self.head = head
         self.spec = spec
         self.candidates = int(spec.get("candidates", 4))
-        # views longer than this many tokens offer their sentences as candidates
+        # views longer than this many tokens offer their sentences as candidates (bundles
+        # from before this setting was recorded used 30)
         self.sentence_tokens = int(spec.get("sentence_tokens", 30))
         self._encoder = encoder
         self._lock = threading.Lock()
@@ -316,14 +317,3 @@ class Stage2:
             else:
                 out[i] = combine(s1, max(float(p[index[t]]) for t, _ in g))
         return out
-
-    def score(self, texts: Sequence[str]) -> float:
-        """Max P(harmful) over the candidate texts (0 when there are none)."""
-        return float(self.score_many([texts])[0])
-
-    def score_many(self, groups: Sequence[Sequence[str]], progress: Any = None) -> np.ndarray:
-        """``score`` for many texts' candidates at once (one batched pass over the encoder)."""
-        uniq = list(dict.fromkeys(t for g in groups for t in g))
-        index = {t: i for i, t in enumerate(uniq)}
-        p = self.head.probs(self.encoder.encode(uniq, progress)) if uniq else np.zeros(0)
-        return np.array([max((float(p[index[t]]) for t in g), default=0.0) for g in groups])

@@ -32,7 +32,6 @@ _BOUNDARY = re.compile(r"[\W_](?=[^\W_]*\Z)", re.S)  # the last non-word charact
 _TOKEN = re.compile(r"[^\W_]+")
 RUN_MARGIN = 1e-3  # run(): scores this close to the threshold are replayed word by word
 MAX_PENDING = 64  # a token longer than this (a blob) is processed without waiting for its end
-_ROW_CACHE_LIMIT = 100_000
 
 
 def split_stream(text: str) -> list[str]:
@@ -137,17 +136,10 @@ class OutputMonitor:
         self._keep = float(1.0 - q[self._exempt].sum())
 
     def _word_row(self, word: str) -> tuple[np.ndarray, float]:
-        """Summed weighted rows and weight of a word's own features, cached per word."""
-        cache = self._model.row_cache
-        got = cache.get(word)
-        if got is None:
-            ids = list(self._feat.word_ids(word))
-            got = ((self._model.W1[ids].sum(axis=0), float(self._model.wt[ids].sum())) if ids
-                   else (np.zeros(self._model.hidden, np.float32), 0.0))
-            if len(cache) >= _ROW_CACHE_LIMIT:
-                cache.clear()
-            cache[word] = got
-        return got
+        """Summed weighted rows and weight of a word's own features (the model's slot sums)."""
+        table, (slot,) = self._feat.word_slots([word])
+        rows, w = self._model.word_sums(table)
+        return rows[slot], float(w[slot])
 
     def _add_tokens(self, text: str) -> None:
         toks = _TOKEN.findall(_canon(text))
@@ -326,12 +318,13 @@ class OutputMonitor:
         windows of MeanMLP.windows, from these sums)."""
         H = self._model.hidden
         index, W1, wt = self._feat.index, self._model.W1, self._model.wt
-        word = [self._word_row(t) for t in toks]
         rows = np.zeros((len(toks) + 1, H), dtype=np.float64)  # row 0: nothing yet
         k = np.zeros(len(toks) + 1, dtype=np.float64)
-        if word:
-            rows[1:] = np.stack([r for r, _ in word])
-            k[1:] = [kk for _, kk in word]
+        if toks:
+            table, slots = self._feat.word_slots(toks)
+            word_rows, word_w = self._model.word_sums(table)
+            rows[1:] = word_rows[slots]
+            k[1:] = word_w[slots]
         at, ids = [], []  # bigram features: token position, feature id
         prev = self._prev_tok
         for j, t in enumerate(toks, 1):
