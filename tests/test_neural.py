@@ -308,6 +308,27 @@ def test_the_stage_2_sample_is_stratified_distinct_and_deterministic():
     assert len(few) == 400 and y.sum() == 100  # capped by what exists
 
 
+def test_rows_as_written_get_their_share_of_the_stage_2_sample():
+    """Written rows are few among views and windows; a uniform draw would nearly miss them."""
+    from asl3.classify.train import stage2_sample
+
+    written = {f"written harmful {i}" for i in range(10)} | {f"written ok {i}" for i in range(10)}
+    texts = sorted(written) + [f"view harmful {i}" for i in range(500)]
+    texts += [f"view ok {i}" for i in range(500)]
+    labels = ["bad" if "harmful" in t else "ok" for t in texts]
+    got, y = stage2_sample(texts, labels, {"bad"}, 40, 0.5, seed=1, written=written,
+                           written_share=0.5)
+    assert len(got) == len(set(got)) == 40 and y.sum() == 20
+    pos = [t for t, v in zip(got, y, strict=True) if v]
+    neg = [t for t, v in zip(got, y, strict=True) if not v]
+    assert sum(t in written for t in pos) == 10 and sum(t in written for t in neg) == 10
+    assert all("harmful" in t for t in pos) and not any("harmful" in t for t in neg)
+    # Asking for more written rows than exist takes them all and fills from the rest.
+    more, y = stage2_sample(texts, labels, {"bad"}, 100, 0.5, seed=1, written=written,
+                            written_share=0.9)
+    assert len(more) == 100 and written <= set(more)
+
+
 def test_stage_2_mode_is_validated(monkeypatch):
     from asl3.classify.train import _want_stage2
     from asl3.errors import DatasetError
