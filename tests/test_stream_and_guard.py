@@ -13,6 +13,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from asl3 import Exemption, Guard, Principal
 from asl3.classify.bundle import load_bundle
@@ -262,3 +264,44 @@ def test_a_whole_response_judged_at_once_still_decodes_an_early_encoded_passage(
     fast = pguard.monitor_output(prompt=RECIPE.prompt).run(text)
     assert slow.blocked  # the decoded recipe is what blocks it
     assert (fast.blocked, fast.view) == (slow.blocked, slow.view)
+
+
+def _cuts_as_feed_makes_them(text: str, recheck: int):
+    """The specification: feed()'s own steps (regex boundary on the whole pending text)."""
+    from asl3.classify.stream import _BOUNDARY, _TOKEN, MAX_PENDING, _canon
+
+    points, rechecks, toks = [], [], []
+    pending, total, last = "", 0, 0
+    for piece in split_stream(text):
+        total += len(piece)
+        pending += piece
+        m = _BOUNDARY.search(pending)
+        cut = m.end() if m is not None else (len(pending) if len(pending) > MAX_PENDING else 0)
+        if not cut:
+            continue
+        toks.extend(_TOKEN.findall(_canon(pending[:cut])))
+        pending = pending[cut:]
+        points.append(len(toks))
+        if total - len(pending) - last >= recheck:
+            last = total - len(pending)
+            rechecks.append((len(points) - 1, total))
+    if pending:
+        toks.extend(_TOKEN.findall(_canon(pending)))
+        points.append(len(toks))
+    return toks, points, rechecks
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(
+    ["the", " ", "  ", "\n", ",", ".", "-", "_", "x", "s-a-r-i-n", "h o w", "Ünïcode", "\u200b",
+     "дом", "42", "e.g.", "don't", "a" * 70, "b" * 64, "\t", "!?", "ß", "ﬁ"]), max_size=60),
+       st.sampled_from([8, 32, 256]))
+@example(["b" * 64, " x"], 8)  # a first word of exactly MAX_PENDING characters
+@example(["b" * 65, " x"], 8)
+def test_whole_response_cuts_are_the_ones_feeding_it_makes(parts, recheck):
+    """OutputMonitor.run scores a whole response at the points feed() would: its cut finder
+    (stepping back over the last word) must agree with feed()'s regex on any text."""
+    from asl3.classify.stream import stream_cuts
+
+    text = "".join(parts)
+    assert stream_cuts(text, recheck) == _cuts_as_feed_makes_them(text, recheck)

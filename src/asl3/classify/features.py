@@ -233,13 +233,17 @@ class Featurizer:
         return table, out
 
     def positions(self, text: str) -> Positions:
-        """A text's tokens as (slot, bigram) lookups: the hot path of every check, so one
-        inlined loop with one dictionary lookup per (previous token, token)."""
-        table = self._current_table()
+        """A text's tokens as (slot, bigram) lookups: the hot path of every check."""
         toks, starts = token_segments(text)
+        return self.token_positions(toks, starts=tuple(starts))
+
+    def token_positions(self, toks: Sequence[str], prev: str | None = None,
+                        starts: tuple[int, ...] = ()) -> Positions:
+        """Positions of tokens already cut (``prev``: the token before the first, as a stream
+        has one). One inlined loop with one dictionary lookup per (previous token, token)."""
+        table = self._current_table()
         pairs = table.pairs
         flat: list[int] = []
-        prev: str | None = None
         for t in toks:
             got = pairs.get((prev, t))
             if got is None:
@@ -247,7 +251,7 @@ class Featurizer:
             flat += got
             prev = t
         return Positions(np.asarray(flat, dtype=np.int32).reshape(-1, 2), table, len(toks),
-                         tuple(starts), self.pad)
+                         starts, self.pad)
 
 
 def build_vocab(texts: Iterable[str], min_df: int = 2, max_features: int = 200_000

@@ -15,7 +15,7 @@ import numpy as np
 from asl3.classify.bundle import Bundle
 from asl3.classify.features import Positions, segment_spans, tokens
 from asl3.classify.model import MeanMLP
-from asl3.text.normalize import View, views
+from asl3.text.normalize import View, canonical, views
 
 CHUNK_CHARS = 20_000
 CATEGORY_CHARS = 4_000
@@ -169,7 +169,7 @@ class Scorer:
         none = model.prompt_pre(None)[None, :]
         if not prompt:
             return none
-        v = views(prompt)[0].text[-CHUNK_CHARS:]
+        v = canonical(prompt)[-CHUNK_CHARS:]  # views()'s first view, without the decoders
         term = model.prompt_pre(self.feat.positions(v))[None, :]
         return np.concatenate([term, none]) if self.output_floor else term
 

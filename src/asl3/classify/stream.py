@@ -53,6 +53,45 @@ def _canon(piece: str) -> str:
     return _canonical_piece(piece) if len(piece) <= 64 else canonical(piece)
 
 
+Cuts = tuple[list[str], list[int], list[tuple[int, int]]]
+
+
+def stream_cuts(text: str, recheck: int) -> Cuts:
+    r"""What feeding ``text`` piece by piece (``split_stream``) and finishing does to a fresh
+    monitor, without scoring: the tokens in order, the token count at every point where
+    feed() or finish() scores, and the tail checks as (index into points, characters fed).
+
+    feed() cuts its pending text after the last non-token character (``_BOUNDARY``). What it
+    keeps pending is always token characters only, so that character is the new piece's last
+    non-token one: found here by stepping back over the piece's last word (``[^\W_]`` is
+    ``str.isalnum``) instead of a regex search of the whole pending text."""
+    points: list[int] = []
+    rechecks: list[tuple[int, int]] = []
+    toks: list[str] = []
+    pending, total, last = "", 0, 0
+    for piece in split_stream(text):
+        total += len(piece)
+        i = len(piece)
+        while i and piece[i - 1].isalnum():
+            i -= 1
+        if i:
+            chunk, pending = pending + piece[:i], piece[i:]
+        elif len(pending) + len(piece) > MAX_PENDING:
+            chunk, pending = pending + piece, ""
+        else:
+            pending += piece
+            continue
+        toks.extend(_TOKEN.findall(_canon(chunk)))
+        points.append(len(toks))
+        if total - len(pending) - last >= recheck:
+            last = total - len(pending)
+            rechecks.append((len(points) - 1, total))
+    if pending:
+        toks.extend(_TOKEN.findall(_canon(pending)))
+        points.append(len(toks))  # finish() scores the last word too
+    return toks, points, rechecks
+
+
 # make_verdict(score, view, blocked, text_for_category) -> the caller's verdict object
 MakeVerdict = Callable[[float, str, bool, str], object]
 
@@ -248,38 +287,24 @@ class OutputMonitor:
             raise RuntimeError("run() needs a fresh monitor")
         if self._exempt is not None or not text:
             return self._replay(text)
-        points: list[int] = []  # token counts at which feed() scores
-        rechecks: list[tuple[int, int]] = []  # (index into points, chars fed) of tail checks
-        toks: list[str] = []
-        pending, total, last = "", 0, 0
-        for piece in split_stream(text):
-            total += len(piece)
-            pending += piece
-            m = _BOUNDARY.search(pending)
-            cut = m.end() if m is not None else (len(pending) if len(pending) > MAX_PENDING else 0)
-            if not cut:
-                continue
-            toks.extend(_TOKEN.findall(_canon(pending[:cut])))
-            pending = pending[cut:]
-            points.append(len(toks))
-            if total - len(pending) - last >= self._recheck:
-                last = total - len(pending)
-                rechecks.append((len(points) - 1, total))
-        if pending:
-            toks.extend(_TOKEN.findall(_canon(pending)))
-            points.append(len(toks))  # finish() scores the last word too
+        toks, points, rechecks = stream_cuts(text, self._recheck)
         vs = views(text)
         # the whole response's canonical view has the streamed tokens (nearly always): its
         # windows come from the same cumulative sums instead of a second featurization
         fast_whole = len(vs[0].text) <= CHUNK_CHARS and _TOKEN.findall(vs[0].text) == toks
         scores, whole_canon = self._prefix_scores(toks, points, fast_whole)
-        tails = dict(rechecks)
-        considered: list[tuple[float, str]] = []  # in the order feed() and finish() see them
-        for i, (n, s) in enumerate(zip(points, scores, strict=True)):
-            if n >= self._min_tokens:
-                considered.append((float(s), "canonical"))
-            if i in tails:  # the decoded views of the recent tail, as feed() checks them
-                tail = views(text[:tails[i]][-self._recheck_window:])
+        # in the order feed() and finish() see them; a run of canonical scores between two
+        # tail checks is one entry (its max: the same view whichever of them is highest)
+        considered: list[tuple[float, str]] = []
+        counted = np.asarray(points) >= self._min_tokens
+        prev = 0
+        for i, fed in [*rechecks, (len(points) - 1, -1)]:
+            run = scores[prev : i + 1][counted[prev : i + 1]]
+            if run.size:
+                considered.append((float(run.max()), "canonical"))
+            prev = i + 1
+            if fed >= 0:  # the decoded views of the recent tail, as feed() checks them
+                tail = views(text[:fed][-self._recheck_window :])
                 if len(tail) > 1:
                     t = self._scorer.output_views(tail[1:], self._prompt_term)
                     considered.append((t.score, t.view))
@@ -317,45 +342,34 @@ class OutputMonitor:
         ``toks``: the max over the whole text and its windows at the output scales (the
         windows of MeanMLP.windows, from these sums)."""
         H = self._model.hidden
-        index, W1, wt = self._feat.index, self._model.W1, self._model.wt
         rows = np.zeros((len(toks) + 1, H), dtype=np.float64)  # row 0: nothing yet
         k = np.zeros(len(toks) + 1, dtype=np.float64)
-        if toks:
-            table, slots = self._feat.word_slots(toks)
-            word_rows, word_w = self._model.word_sums(table)
-            rows[1:] = word_rows[slots]
-            k[1:] = word_w[slots]
-        at, ids = [], []  # bigram features: token position, feature id
-        prev = self._prev_tok
-        for j, t in enumerate(toks, 1):
-            if prev is not None:
-                b = index.get(bigram_feature(prev, t))
-                if b is not None:
-                    at.append(j)
-                    ids.append(b)
-            prev = t
-        if at:
-            rows[at] += W1[ids]  # one bigram per position: no repeated indices
-            k[at] += wt[ids]
+        if toks:  # each token's row as _add_tokens() forms it: word sums plus the bigram
+            pos = self._feat.token_positions(toks, self._prev_tok)
+            rows[1:], k[1:] = self._model.token_sums(pos)
         S = np.cumsum(rows, axis=0)
         N = np.cumsum(k)
         n = np.asarray(points, dtype=np.int64)
         lo = np.maximum(n - self._window, 0)
-        prefix = S[n] / np.maximum(N[n], 1e-6)[:, None]
-        window = (S[n] - S[lo]) / np.maximum(N[n] - N[lo], 1e-6)[:, None]
-        bias = self._bias.astype(np.float64)  # (1, contexts, H)
-        w2 = self._w2.astype(np.float64)
-        off = self._offsets.astype(np.float64)
-        z = np.maximum((np.maximum(prefix[:, None, :] + bias, 0.0) @ w2 + off).max(axis=1),
-                       (np.maximum(window[:, None, :] + bias, 0.0) @ w2 + off).max(axis=1))
-        z = np.clip(z + self._b2, -30.0, 30.0)
-        best = 0.0
+        # one pass over every mean needed: prefixes and windows at each point, then (with
+        # ``whole``) the whole text's windows at the output scales (MeanMLP.windows's bounds)
+        P = len(n)
+        firsts, lasts = [np.zeros_like(n), lo], [n, n]
         if whole and toks:
-            bounds = [window_bounds(len(toks), w, s) for w, s in self._scorer.output_scales]
-            starts = np.concatenate([a for a, _ in bounds])
-            ends = np.concatenate([b for _, b in bounds])
-            pre = (S[ends] - S[starts]) / np.maximum(N[ends] - N[starts], 1e-6)[:, None]
-            zw = float((np.maximum(pre[:, None, :] + bias, 0.0) @ w2 + off).max()) + self._b2
+            for w, st in self._scorer.output_scales:
+                a, b = window_bounds(len(toks), w, st)
+                firsts.append(a)
+                lasts.append(b)
+        a, b = np.concatenate(firsts), np.concatenate(lasts)
+        pre = (S[b] - S[a]) / np.maximum(N[b] - N[a], 1e-6)[:, None]
+        h = pre[:, None, :] + self._bias[0].astype(np.float64)  # x (prompt contexts, H)
+        np.maximum(h, 0.0, out=h)
+        zs = (h.reshape(-1, H) @ self._w2.astype(np.float64)).reshape(len(a), -1)
+        zs = (zs + self._offsets.astype(np.float64)).max(axis=1) + self._b2
+        z = np.clip(np.maximum(zs[:P], zs[P : 2 * P]), -30.0, 30.0)
+        best = 0.0
+        if len(zs) > 2 * P:
+            zw = float(zs[2 * P :].max())
             best = 1.0 / (1.0 + math.exp(-min(max(zw, -30.0), 30.0)))
         return 1.0 / (1.0 + np.exp(-z)), best
 
