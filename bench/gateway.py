@@ -6,8 +6,8 @@ through `asl3 serve` in front of it (interleaved, same run, so only ratios matte
 - streaming throughput (response characters/s, also as upstream tokens/s) and its ratio;
 - errors;
 - with --bare-proxy, non-streaming latency through a bare relay on the same stack (uvicorn,
-  Starlette, a pooled httpx client) that checks nothing: the part of the added latency that
-  any Python proxy on this stack pays, whatever it does.
+  Starlette, the gateway's pooled upstream client) that checks nothing: the part of the added
+  latency that any Python proxy on this stack pays, whatever it does.
 Then a soak: 128 concurrent streams through the gateway for --soak seconds. Finally the
 gateway is stopped (it drains its event queue) and the events in its store are counted
 against the requests the load generator sent through it.
@@ -103,8 +103,8 @@ def fake_upstream_app(tokens: int, delay: float) -> Any:
 
 def bare_proxy_app(upstream: str) -> Any:
     """The floor of the gateway's stack: the same server (uvicorn, Starlette) and the same
-    pooled httpx client, relaying a non-streaming completion with no checks, no store, no
-    metrics. What ``asl3 serve`` adds above this is asl3's own work."""
+    pooled upstream client (asl3's HttpUpstream), relaying a non-streaming completion with no
+    checks, no store, no metrics. What ``asl3 serve`` adds above this is asl3's own work."""
     from contextlib import asynccontextmanager
 
     from starlette.applications import Starlette
@@ -112,18 +112,17 @@ def bare_proxy_app(upstream: str) -> Any:
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
-    client: dict[str, httpx.AsyncClient] = {}
+    from asl3.gateway.upstream import HttpUpstream
+
+    client = HttpUpstream(upstream, read_timeout=60.0)
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
-        async with httpx.AsyncClient(base_url=upstream, timeout=httpx.Timeout(60.0)) as c:
-            client["c"] = c
-            yield
+        yield
+        await client.aclose()
 
     async def chat(request: Request) -> Response:
-        body = await request.json()
-        r = await client["c"].post("/chat/completions", json=body)
-        return JSONResponse(r.json(), status_code=r.status_code)
+        return JSONResponse(await client.complete(await request.json()))
 
     return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])],
                      lifespan=lifespan)
@@ -226,7 +225,8 @@ def main() -> None:
                     help="write the gateway's stderr (uvicorn and asl3 messages) here")
     ap.add_argument("--bare-proxy", action="store_true",
                     help="also measure non-streaming latency through a bare relay on the same "
-                         "stack (uvicorn, Starlette, httpx) with no checks: the stack's own floor")
+                         "stack (uvicorn, Starlette, the upstream client) with no checks: "
+                         "the stack's own floor")
     ap.add_argument("--serve-fake", type=int, metavar="PORT", help=argparse.SUPPRESS)
     ap.add_argument("--serve-bare", nargs=2, metavar=("PORT", "UPSTREAM"), help=argparse.SUPPRESS)
     a = ap.parse_args()
