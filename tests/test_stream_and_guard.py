@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -266,17 +267,25 @@ def test_a_whole_response_judged_at_once_still_decodes_an_early_encoded_passage(
     assert (fast.blocked, fast.view) == (slow.blocked, slow.view)
 
 
+_LAST_NON_TOKEN = re.compile(r"[\W_](?=[^\W_]*\Z)", re.S)
+
+
+def _boundary_cut(pending: str, max_pending: int) -> int:
+    m = _LAST_NON_TOKEN.search(pending)
+    return m.end() if m is not None else (len(pending) if len(pending) > max_pending else 0)
+
+
 def _cuts_as_feed_makes_them(text: str, recheck: int):
-    """The specification: feed()'s own steps (regex boundary on the whole pending text)."""
-    from asl3.classify.stream import _BOUNDARY, _TOKEN, MAX_PENDING, _canon
+    """The specification: cut the whole pending text after its last non-token character
+    (a regex over all of it), or whole once it is a token run over MAX_PENDING."""
+    from asl3.classify.stream import _TOKEN, MAX_PENDING, _canon
 
     points, rechecks, toks = [], [], []
     pending, total, last = "", 0, 0
     for piece in split_stream(text):
         total += len(piece)
         pending += piece
-        m = _BOUNDARY.search(pending)
-        cut = m.end() if m is not None else (len(pending) if len(pending) > MAX_PENDING else 0)
+        cut = _boundary_cut(pending, MAX_PENDING)
         if not cut:
             continue
         toks.extend(_TOKEN.findall(_canon(pending[:cut])))
@@ -305,3 +314,18 @@ def test_whole_response_cuts_are_the_ones_feeding_it_makes(parts, recheck):
 
     text = "".join(parts)
     assert stream_cuts(text, recheck) == _cuts_as_feed_makes_them(text, recheck)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.text(alphabet="ab1 _-.\n\u200bé", max_size=80), max_size=20))
+def test_feed_cuts_any_chunking_after_the_last_non_token_character(chunks):
+    """feed() receives chunks of any shape (an upstream's deltas, not words); each cut must
+    be the one the regex specification makes on the whole pending text."""
+    from asl3.classify.stream import MAX_PENDING, _cut
+
+    pending = ""
+    for chunk in chunks:
+        whole = pending + chunk
+        at = _boundary_cut(whole, MAX_PENDING)
+        now, pending = _cut(pending, chunk)
+        assert (now, pending) == (whole[:at], whole[at:])

@@ -28,7 +28,6 @@ from asl3.classify.model import window_bounds
 from asl3.classify.score import CHUNK_CHARS, Scorer
 from asl3.text.normalize import canonical, views
 
-_BOUNDARY = re.compile(r"[\W_](?=[^\W_]*\Z)", re.S)  # the last non-word character
 _TOKEN = re.compile(r"[^\W_]+")
 RUN_MARGIN = 1e-3  # run(): scores this close to the threshold are replayed word by word
 MAX_PENDING = 64  # a token longer than this (a blob) is processed without waiting for its end
@@ -56,30 +55,35 @@ def _canon(piece: str) -> str:
 Cuts = tuple[list[str], list[int], list[tuple[int, int]]]
 
 
-def stream_cuts(text: str, recheck: int) -> Cuts:
-    r"""What feeding ``text`` piece by piece (``split_stream``) and finishing does to a fresh
-    monitor, without scoring: the tokens in order, the token count at every point where
-    feed() or finish() scores, and the tail checks as (index into points, characters fed).
+def _cut(pending: str, piece: str) -> tuple[str, str]:
+    r"""Where the monitor cuts after ``piece`` arrives: (text to tokenize now, or "" for none
+    yet; what stays pending). The cut comes after the last non-token character, so a word is
+    only scored once it is complete; a run of token characters over MAX_PENDING (a blob) is
+    taken whole. What stays pending is always token characters only, so the last non-token
+    character is the new piece's: found by stepping back over its last word (``[^\W_]`` is
+    ``str.isalnum``), not by a regex search of the whole pending text."""
+    i = len(piece)
+    while i and piece[i - 1].isalnum():
+        i -= 1
+    if i:
+        return pending + piece[:i], piece[i:]
+    if len(pending) + len(piece) > MAX_PENDING:
+        return pending + piece, ""
+    return "", pending + piece
 
-    feed() cuts its pending text after the last non-token character (``_BOUNDARY``). What it
-    keeps pending is always token characters only, so that character is the new piece's last
-    non-token one: found here by stepping back over the piece's last word (``[^\W_]`` is
-    ``str.isalnum``) instead of a regex search of the whole pending text."""
+
+def stream_cuts(text: str, recheck: int) -> Cuts:
+    """What feeding ``text`` piece by piece (``split_stream``) and finishing does to a fresh
+    monitor, without scoring: the tokens in order, the token count at every point where
+    feed() or finish() scores, and the tail checks as (index into points, characters fed)."""
     points: list[int] = []
     rechecks: list[tuple[int, int]] = []
     toks: list[str] = []
     pending, total, last = "", 0, 0
     for piece in split_stream(text):
         total += len(piece)
-        i = len(piece)
-        while i and piece[i - 1].isalnum():
-            i -= 1
-        if i:
-            chunk, pending = pending + piece[:i], piece[i:]
-        elif len(pending) + len(piece) > MAX_PENDING:
-            chunk, pending = pending + piece, ""
-        else:
-            pending += piece
+        chunk, pending = _cut(pending, piece)
+        if not chunk:
             continue
         toks.extend(_TOKEN.findall(_canon(chunk)))
         points.append(len(toks))
@@ -249,20 +253,10 @@ class OutputMonitor:
             return self._verdict
         self._parts.append(chunk)
         self._total += len(chunk)
-        pending = self._pending + chunk
-        m = _BOUNDARY.search(pending)
-        if m is not None:
-            cut = m.end()
-        elif len(pending) > MAX_PENDING:
-            cut = len(pending)
-        else:
-            cut = 0
-        if cut:
-            self._add_tokens(pending[:cut])
-            self._pending = pending[cut:]
+        now, self._pending = _cut(self._pending, chunk)
+        if now:
+            self._add_tokens(now)
             self._score_now()
-        else:
-            self._pending = pending
         scored = self._total - len(self._pending)
         if not self._blocked and scored - self._last_recheck >= self._recheck:
             self._last_recheck = scored
