@@ -4,8 +4,9 @@ Why a second stage: stage 1 (hashed word and character n-grams) ranks harmful re
 but cannot tell "a poison for my Skyrim character" from a real one as well as a sentence
 encoder can, so its calibrated threshold sits high and harmful requests in unseen phrasings
 pass. Stage 2 reads the few texts stage 1 scores highest with all-MiniLM-L6-v2 and the
-combined score is the best mean of the two probabilities over those texts. Stage 2 only runs when the mean could
-reach the threshold (stage 1 >= 2 * threshold - 1), so ordinary traffic never pays for it.
+combined score is the best mean of the two probabilities over those texts. Stage 2 only
+runs when the mean could reach the threshold (stage 1 >= 2 * threshold - 1), so ordinary
+traffic never pays for it.
 
 Optional by design: torch and transformers come with the ``neural`` extra; without them the
 guard runs stage 1 alone at stage 1's own calibrated threshold. The encoder's weights come

@@ -593,9 +593,6 @@ def stage2_sample(texts: Sequence[str], labels: Sequence[str], harmful: set[str]
     neg = [t for t, h in pairs if not h]
     n_pos = min(len(pos), round(n * harmful_share))
     n_neg = min(len(neg), n - n_pos)
-    if not written_share:
-        chosen = rng.sample(pos, n_pos) + rng.sample(neg, n_neg)
-        return chosen, np.array([1] * n_pos + [0] * n_neg)
     got_pos, got_neg = draw(pos, n_pos), draw(neg, n_neg)
     return got_pos + got_neg, np.array([1] * len(got_pos) + [0] * len(got_neg))
 
@@ -683,7 +680,7 @@ def _train_stage2(cfg: TrainConfig, encoder: Any, texts: Sequence[str], labels: 
             "encoder_sha256": encoder.sha256, "max_tokens": encoder.max_tokens,
             "combine": "aligned", "candidates": cfg.stage2_candidates,
             "sentence_tokens": CANDIDATE_SENTENCE_TOKENS,
-            "examples": len(s2_texts),
+            "examples": len(s2_texts), "written_share": cfg.stage2_written_share,
             **({"hidden": cfg.stage2_hidden, "alpha": cfg.stage2_alpha,
                 "heads": cfg.stage2_heads, "epochs": cfg.stage2_epochs} if cfg.stage2_hidden
                else {"C": cfg.stage2_C})}
