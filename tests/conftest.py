@@ -1,11 +1,17 @@
-"""Shared fixtures: the bundled model, and a small model trained on the benign proxy constitution."""
+"""Shared fixtures: the bundled model, a small model trained on the benign proxy constitution,
+a settable clock, and fresh databases on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
+
+from asl3.store import Store
+from asl3.store.engine import resolve_url
 
 ROOT = Path(__file__).resolve().parents[1]
 PROXY = ROOT / "tests" / "proxy"
@@ -138,3 +144,29 @@ class Clock:
 @pytest.fixture()
 def clock() -> Clock:
     return Clock()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path):
+    """A fresh, empty database URL on each backend: a SQLite file, and a schema of its own
+    in the test PostgreSQL server (dropped afterwards)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    base = request.getfixturevalue("postgres_url")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(resolve_url(base))
+    with admin.begin() as c:
+        c.execute(text(f"CREATE SCHEMA {schema}"))
+    sep = "&" if "?" in base else "?"
+    yield f"{base}{sep}options=-csearch_path%3D{schema}"
+    with admin.begin() as c:
+        c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+@pytest.fixture()
+def store(url):
+    s = Store(url)
+    yield s
+    s.close()

@@ -123,3 +123,15 @@ def test_stage2_flag_picks_the_threshold_that_applies():
         assert json.loads(on.stdout)["threshold"] == pytest.approx(th["input_stage2"], abs=1e-6)
     else:
         assert on.returncode == 2 and b"Traceback" not in on.stderr
+
+
+def test_a_reader_that_goes_away_is_not_a_traceback():
+    """`asl3 ... | head` closes the pipe early: exit quietly, as other command-line tools do."""
+    p = subprocess.Popen([*ASL3, "egress", "plan", "--weights", "1TB", "--rate", "100Mbit/s",
+                          "--detect-within", "1h", "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.close()  # before the command writes a byte
+    err = p.stderr.read()
+    assert p.wait(timeout=120) == 1
+    assert b"Traceback" not in err and b"BrokenPipe" not in err, err

@@ -54,6 +54,12 @@ def _hostport(t: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _positive(t: str) -> int:
+    if not t.strip().isdigit() or int(t) < 1:
+        raise argparse.ArgumentTypeError(f"{t!r} is not a whole number of at least 1")
+    return int(t)
+
+
 SIZE, RATE, RATE_U, DURATION, BUDGET, HOSTPORT = (
     _typed(_size), _typed(_rate), _typed(_rate_or_unlimited), _typed(_duration), _typed(_budget),
     _typed(_hostport))
@@ -103,6 +109,13 @@ def cmd_proxy(a: argparse.Namespace) -> int:
                               "used twice, across restarts too")
         trusted = [identity.load_public(p) for p in a.trust or []]
         load_approved(a.safeguards, trusted=trusted or None)  # refuse to start on bad settings
+    if a.reset_state and not a.state:
+        raise EgressError("--reset-state goes with --state PATH: it discards that file's budgets "
+                          "and baselines")
+    if a.store:
+        from asl3.store.engine import resolve_url
+
+        resolve_url(a.store)  # a malformed URL: one line, before anything listens
     host, port = a.listen
     cfg = ProxyConfig(
         host=host, port=port, rate=a.rate, burst=a.burst, client_rate=a.client_rate,
@@ -111,7 +124,8 @@ def cmd_proxy(a: argparse.Namespace) -> int:
         floor_bps=a.floor, warmup=a.warmup, alerts_path=a.alerts, webhook=a.webhook,
         metrics_host=a.metrics[0] if a.metrics else None,
         metrics_port=a.metrics[1] if a.metrics else 0, safeguards=a.safeguards, trusted=trusted,
-        audit_dir=a.audit_dir, audit_identity=audit_identity, splice=a.splice)
+        audit_dir=a.audit_dir, audit_identity=audit_identity, splice=a.splice,
+        store_url=a.store, state_path=a.state, reset_state=a.reset_state)
     logging.basicConfig(level=logging.WARNING if a.quiet else logging.INFO,
                         format="asl3: %(message)s", stream=sys.stderr)
 
@@ -138,7 +152,9 @@ def cmd_proxy(a: argparse.Namespace) -> int:
             f"{format_rate(a.client_rate) if a.client_rate else 'no limit'}, "
             f"{len(cfg.budgets)} budget(s), {len(cfg.allow)} allowed destination pattern(s)"
             + ("" if cfg.allow else " (every destination refused)")
-            + (f", metrics on {info['metrics']}" if info["metrics"] else "") + "\n")
+            + (f", metrics on {info['metrics']}" if info["metrics"] else "")
+            + (f", alerts also to store {proxy.alert_store.url}" if proxy.alert_store else "")
+            + (f", state in {cfg.state_path}" if cfg.state_path else "") + "\n")
         sys.stderr.flush()
         await stop.wait()
         await proxy.stop()
@@ -217,6 +233,68 @@ def cmd_status(a: argparse.Namespace) -> int:
     return 0
 
 
+def _client_filter(text: str) -> str:
+    """A client address in the form the proxy records it ('10.0.0.7', '2001:db8::1')."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(text.strip().strip("[]")))
+    except ValueError:
+        raise EgressError(f"--client {text!r} is not an IP address (an egress client is its "
+                          "source address)") from None
+
+
+def _alert_what(r: Any) -> str:
+    """'budget: 1.20 MB of 1.00 MB per 1 h' / 'rate: 80 MB/s over 50 MB/s' for the table."""
+    from asl3.egress.units import format_duration, format_rate, format_size
+
+    if r.kind is None:
+        return "-"
+    where = f" to {r.dest}" if r.dest and r.scope == "destination" else ""
+    if r.observed is None or r.limit is None:
+        return f"{r.kind}{where}"
+    if r.kind == "budget":
+        per = f" per {format_duration(r.window_s)}" if r.window_s else ""
+        return f"budget: {format_size(r.observed)} of {format_size(r.limit)}{per}"
+    return f"{r.scope or ''} rate{where}: {format_rate(r.observed)} over {format_rate(r.limit)}"
+
+
+def cmd_alerts(a: argparse.Namespace) -> int:
+    from datetime import datetime, timedelta, timezone
+
+    from asl3.egress.units import format_duration
+    from asl3.store import Store
+
+    client = _client_filter(a.client) if a.client else None
+    since = datetime.now(timezone.utc) - timedelta(seconds=a.since) if a.since else None
+    with Store(a.store) as store:
+        rows = store.egress_alerts(a.limit, client=client, since=since)
+    if a.json:
+        print(json.dumps([r.to_dict() for r in rows], indent=2, default=str))
+        return 0
+    if not rows:
+        print(f"no egress blocks or unblocks in {store.url}"
+              + (f" for {client}" if client else "")
+              + (f" in the last {format_duration(a.since)}" if a.since else ""))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"asl3 egress alerts ({store.url}), newest first")
+    for c in ("time (UTC)", "event", "client", "alert", "reason", "by / change"):
+        t.add_column(c)
+    for r in rows:
+        who = f"{r.by or '?'}, change {r.change}" if r.event == "unblock" else "-"
+        what = _alert_what(r)
+        if r.event == "unblock" and what != "-":
+            what = f"lifted: {what}"
+        t.add_row(f"{r.time:%Y-%m-%d %H:%M:%S}", r.event, r.client, what,
+                  r.reason or "-", who)
+    # piped into a file or grep, a row stays on one line rather than wrapping at 80 columns
+    Console(width=None if sys.stdout.isatty() else 200).print(t)
+    return 0
+
+
 def cmd_rules(a: argparse.Namespace) -> int:
     from asl3.egress.rules import nft_ruleset, tc_commands
 
@@ -239,7 +317,9 @@ def add_parsers(sub: Any) -> None:
         "  asl3 egress proxy --listen 10.0.0.1:3128 --rate 10MB/s --client-rate 2MB/s \\\n"
         "      --budget 100MB/1m --budget 2GB/1h --budget 10GB/24h \\\n"
         "      --allow-dest '*.pypi.org:443' --allow-dest 'github.com:443' \\\n"
-        "      --metrics 127.0.0.1:9110 --alerts alerts.jsonl --safeguards settings\n"
+        "      --metrics 127.0.0.1:9110 --alerts alerts.jsonl --safeguards settings \\\n"
+        "      --store sqlite:///asl3.db --state egress-state.json\n"
+        "  asl3 egress alerts --store sqlite:///asl3.db --since 24h\n"
         "  asl3 change propose settings --unblock 10.0.0.7 --reason 'backup' --as alice.key  # ID\n"
         "  asl3 change approve settings ID --as bob.key && asl3 change apply settings ID --as bob.key\n"
         "  asl3 egress unblock 10.0.0.7 --admin 127.0.0.1:9110 --change ID --as alice.key\n"
@@ -268,7 +348,8 @@ def add_parsers(sub: Any) -> None:
     x = action(esub, "proxy", "run the enforcing egress proxy (HTTP and HTTPS CONNECT)",
                "asl3 egress proxy --listen 10.0.0.1:3128 --rate 10MB/s --client-rate 2MB/s "
                "--budget 100MB/1m --budget 10GB/24h --allow-dest '*.pypi.org:443' "
-               "--metrics 127.0.0.1:9110 --alerts alerts.jsonl --safeguards settings", cmd_proxy,
+               "--metrics 127.0.0.1:9110 --alerts alerts.jsonl --safeguards settings "
+               "--store sqlite:///asl3.db --state /var/lib/asl3/egress-state.json", cmd_proxy,
                json_help="print {listen, metrics} as JSON once listening")
     x.add_argument("--listen", required=True, type=HOSTPORT, metavar="HOST:PORT",
                    help="address for the secure hosts (port 0: any free port)")
@@ -318,6 +399,24 @@ def add_parsers(sub: Any) -> None:
     x.add_argument("--splice", action="store_true",
                    help="Linux: relay bulk unshaped transfers with splice(2), no copy through "
                         "the proxy (less proxy CPU; on loopback not faster)")
+    x.add_argument("--store", metavar="URL",
+                   help="also write every block and unblock to this event store, table "
+                        "egress_alerts (sqlite:///FILE, a file path, or postgresql://USER@HOST/DB: "
+                        "the URL forms of 'asl3 serve --db'). Written by a background thread: a "
+                        "database that is down delays no block (the --alerts file stays the "
+                        "first record; failures are logged and counted in "
+                        "asl3_egress_store_failures_total). Read it with 'asl3 egress alerts'")
+    x.add_argument("--state", metavar="PATH",
+                   help="keep the budgets' byte counts and the rate baselines in this JSON file, "
+                        "saved atomically every tick (1 s) and at shutdown, loaded at start: "
+                        "without it a restart hands every client a fresh 24h budget and a new "
+                        "alert-free warm-up. Missing: start empty. Unreadable or invalid: the "
+                        "proxy refuses to start (see --reset-state)")
+    x.add_argument("--reset-state", action="store_true",
+                   help="with --state: discard the state file (moved aside as PATH.reset-TIME, "
+                        "logged, and recorded in the audit log with --audit-dir) and start with "
+                        "empty budgets and baselines. Use it once, deliberately, when the file "
+                        "is damaged")
     x.add_argument("--quiet", action="store_true", help="log warnings only")
 
     u = action(esub, "unblock", "lift a client's block with an applied unblock change",
@@ -345,6 +444,22 @@ def add_parsers(sub: Any) -> None:
                 "asl3 egress status --admin 127.0.0.1:9110 --json", cmd_status)
     st.add_argument("--admin", required=True, type=HOSTPORT, metavar="HOST:PORT",
                     help="the proxy's --metrics address")
+
+    al = action(esub, "alerts", "list the proxy's blocks and unblocks from the event store",
+                "asl3 egress alerts --store sqlite:///asl3.db --client 10.0.0.7 --since 24h",
+                cmd_alerts, json_help="print the rows as JSON (every field, the proxy's full "
+                                      "record under 'details')")
+    al.description += (
+        "\n\nThe proxy writes them there when started with --store URL (one row per client a\n"
+        "block names; an unblock names who used which change). Newest first.")
+    al.add_argument("--store", metavar="URL",
+                    help="the proxy's --store: sqlite:///FILE, a file path or "
+                         "postgresql://USER@HOST/DB (default: $ASL3_DB, else sqlite:///asl3.db)")
+    al.add_argument("--client", metavar="ADDR", help="only this client's blocks and unblocks")
+    al.add_argument("--since", type=DURATION, metavar="DURATION",
+                    help="only the last DURATION: 30m, 24h, 7d")
+    al.add_argument("--limit", type=_positive, default=100, metavar="N",
+                    help="at most N rows (default 100)")
 
     r = action(esub, "rules", "print kernel rules (nftables or tc HTB) that enforce a rate",
                "asl3 egress rules --iface eth0 --rate 100Mbit/s --quota 50GB "

@@ -22,6 +22,14 @@ class EgressMetrics:
         self.tunnels = Gauge("asl3_egress_open_tunnels", "tunnels open now", registry=r)
         self.shaping_wait = Counter("asl3_egress_shaping_wait_seconds",
                                     "seconds chunks waited for tokens", registry=r)
+        self.store_failures = Counter(
+            "asl3_egress_store_failures", "failed attempts to write blocks and unblocks to the "
+            "event store (--store); the alert file still has them", registry=r)
+        self.store_pending = Gauge("asl3_egress_store_pending",
+                                   "blocks and unblocks waiting for the event store", registry=r)
+        self.state_failures = Counter(
+            "asl3_egress_state_failures", "failed saves of the detector state file (--state)",
+            registry=r)
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest

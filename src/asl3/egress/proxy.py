@@ -36,7 +36,18 @@ On an alert (budget, or a rate anomaly from the once-per-`interval` baseline tic
 it names are blocked: their open tunnels are aborted, new ones refused; the alert is appended
 to the JSONL alert file at once, then to the audit log when one is configured (`egress.block`),
 and POSTed to the webhook in the background (2 s time-out; the relay never waits for either).
-Blocks last until an approved change lifts them: see `admin.py` (`POST /unblock`).
+With a store (`store_url`, `--store`) every block and unblock is also queued for the event
+store's `egress_alerts` table, written by a thread of its own (`alertstore.py`): a database
+that is slow or down delays and undoes nothing. Blocks last until an approved change lifts
+them: see `admin.py` (`POST /unblock`).
+
+With a state file (`state_path`, `--state`) the detector's window counts, baselines and open
+alerts are loaded at start and saved after every baseline tick and at a clean shutdown
+(atomically, on a worker thread: `state.py`), so a restart neither resets a 24 h budget nor
+starts a new alert-free warm-up. A state file that is missing starts empty; one that cannot be
+read or does not check out stops the start with one line naming it, unless `reset_state`
+(`--reset-state`) discards it (moved aside, logged, and written to the audit log when one is
+configured). A crash loses at most the bytes counted since the last tick's save.
 """
 
 from __future__ import annotations
@@ -60,7 +71,8 @@ from urllib.parse import urlsplit
 
 from asl3.egress.allow import Allowlist
 from asl3.egress.bucket import Limiter
-from asl3.egress.detect import Alert, Detector
+from asl3.egress.detect import Alert, Detector, StateError
+from asl3.errors import EgressError
 
 log = logging.getLogger("asl3.egress")
 
@@ -119,6 +131,9 @@ class ProxyConfig:
     audit_dir: str | None = None
     audit_identity: Any = None                           # Identity signing audit entries
     splice: bool = False             # bulk unshaped directions through splice(2) (Linux)
+    store_url: str | None = None     # also write blocks and unblocks to this event store
+    state_path: str | None = None    # detector state (budgets, baselines) kept across restarts
+    reset_state: bool = False        # discard the state file at start instead of loading it
 
 
 def parse_authority(target: str) -> tuple[str, int]:
@@ -252,9 +267,17 @@ class EgressProxy:
         from asl3.egress.metrics import EgressMetrics
 
         self.metrics = EgressMetrics(registry)
+        self.alert_store: Any = None
+        if config.store_url:
+            from asl3.egress.alertstore import AlertStore
+
+            self.alert_store = AlertStore(config.store_url, metrics=self.metrics)
+        self._state_file: Any = None
+        self._state_saving = False
 
     # -- life cycle -----------------------------------------------------------------------
     async def start(self) -> None:
+        await self._load_state()  # a bad state file stops the start before anything listens
         loop = asyncio.get_running_loop()
         infos = await loop.getaddrinfo(self.cfg.host or None, self.cfg.port,
                                        type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -285,6 +308,9 @@ class EgressProxy:
             self.metrics.blocked.set(len(self.blocked))
             log.warning("egress: %d client(s) still blocked from before this start: %s",
                         len(still_blocked), ", ".join(sorted(still_blocked)))
+        self.detector.reconcile(self.blocked)  # the record decides who is blocked, not the state
+        if self.alert_store is not None:
+            self.alert_store.start()
         if self.cfg.metrics_host:
             from asl3.egress.admin import serve_admin
 
@@ -307,6 +333,10 @@ class EgressProxy:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for ls in self._listeners:
             ls.close()
+        if self._state_file is not None:  # a clean shutdown keeps everything counted until now
+            await self._save_state(self.detector.to_state(time.time()), self._state_file.next())
+        if self.alert_store is not None:
+            await asyncio.to_thread(self.alert_store.close)
         for s in self._servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(s.wait_closed(), 1)
@@ -340,6 +370,100 @@ class EgressProxy:
             await asyncio.sleep(self.cfg.interval)
             for alert in self.detector.tick():
                 self.on_alert(alert)
+            if self._state_file is not None and not self._state_saving:
+                # the snapshot is taken here, on the loop, so it is consistent; the disk write
+                # (and its fsync) runs on a worker thread. One save at a time: a slow disk
+                # skips ticks rather than queueing writes.
+                self._state_saving = True
+                self._spawn(self._save_state(self.detector.to_state(time.time()),
+                                             self._state_file.next()))
+
+    # -- state across restarts --------------------------------------------------------------
+    async def _save_state(self, state: dict[str, Any], seq: int) -> None:
+        try:
+            await asyncio.to_thread(self._state_file.save, state, seq)
+        except Exception as e:  # the proxy keeps enforcing; the next tick tries again
+            self.metrics.state_failures.inc()
+            log.error("egress: cannot save the detector state to %s: %s", self.cfg.state_path, e)
+        finally:
+            self._state_saving = False
+
+    async def _load_state(self) -> None:
+        """Load the detector's state from `state_path`, or with `reset_state` discard it.
+
+        Missing file: a first start, budgets and baselines start empty (logged). A file that
+        cannot be read or does not check out: EgressError naming it, so the proxy does not
+        start; silently starting empty would hand out fresh budgets to whoever can corrupt
+        the file. `--reset-state` is the operator's deliberate way past that."""
+        path = self.cfg.state_path
+        if not path:
+            return
+        from asl3.egress.state import StateFile, read_state
+
+        if self.cfg.reset_state:
+            await self._reset_state(path)
+            self._state_file = StateFile(path)
+            return
+        hint = "fix or move it, or start with --reset-state to discard it"
+        try:
+            state = read_state(path)
+        except EgressError as e:  # unreadable, not JSON, no such directory
+            raise EgressError(f"{e}; {hint}") from None
+        if state is None:
+            log.info("egress: no state file %s yet: budgets and baselines start empty; it is "
+                     "written from the first tick on", path)
+            self._state_file = StateFile(path)
+            return
+        try:
+            self.detector.load_state(state, time.time())
+        except StateError as e:
+            raise EgressError(f"state file {path} is not a valid egress detector state ({e}); "
+                              f"{hint}") from None
+        # only now: a proxy that failed to load must never save over the file it refused
+        self._state_file = StateFile(path)
+        saved = state.get("saved_at")
+        age = f"{time.time() - saved:.0f} s ago" if isinstance(saved, (int, float)) else "?"
+        log.info("egress: detector state restored from %s (saved %s): %d client(s) with "
+                 "budget use, %d baseline(s), %d open alert(s)", path, age,
+                 len(self.detector._counters),
+                 len(self.detector._clients) + len(self.detector._dests),
+                 len(self.detector.open))
+
+    async def _reset_state(self, path: str) -> None:
+        """`--reset-state`: move the old file aside (it may be evidence), warn, and record the
+        reset in the audit log when one is configured. A reset that the configured audit log
+        cannot record does not happen: it hands every client a fresh budget."""
+        import hashlib
+
+        moved: str | None = None
+        digest: str | None = None
+        if os.path.lexists(path):
+            try:
+                with open(path, "rb") as f:
+                    digest = hashlib.sha256(f.read()).hexdigest()
+            except OSError:
+                digest = None
+            moved = f"{path}.reset-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+        if self.cfg.audit_dir and self.cfg.audit_identity is not None:  # on record first
+            from asl3.security.audit import AuditLog
+
+            try:
+                await asyncio.to_thread(
+                    AuditLog(self.cfg.audit_dir).append, self.cfg.audit_identity,
+                    "egress.state_reset", path,
+                    {"path": path, "moved_to": moved, "sha256": digest, "time": time.time()})
+            except Exception as e:
+                raise EgressError(f"--reset-state: cannot record the reset in the audit log in "
+                                  f"{self.cfg.audit_dir}: {e}") from None
+        if moved:
+            try:
+                os.replace(path, moved)
+            except OSError as e:
+                raise EgressError(f"--reset-state: cannot move the state file {path} aside: "
+                                  f"{e.strerror or e}") from None
+        log.warning("egress: --reset-state: the detector state %s was discarded%s; budgets and "
+                    "baselines start empty", path, f" (kept as {moved})" if moved else
+                    " (there was none)")
 
     @property
     def open_tunnels(self) -> int:
@@ -362,6 +486,8 @@ class EgressProxy:
         record = {"event": "block", "time": now, **alert.to_dict(), "clients": new}
         log.warning("egress: blocked %s: %s", ", ".join(new), alert.reason)
         self._append_alert(record)  # at once: the block is on record before anyone sees it
+        if self.alert_store is not None:
+            self.alert_store.submit(record)  # a queue append; a thread writes the database
         self._spawn(self._record(record, "egress.block", ",".join(new), alerts=False))
 
     def unblock(self, client: str, by: str, reason: str, extra: dict[str, Any] | None = None,
@@ -381,6 +507,8 @@ class EgressProxy:
     async def record_unblock(self, record: dict[str, Any]) -> None:
         """Write an unblock to the alert file and the audit log, and wait until it is there
         (the change id it used is read back from them at the next start)."""
+        if self.alert_store is not None:
+            self.alert_store.submit(record)
         await self._record(record, "egress.unblock", record["client"])
 
     def _append_alert(self, record: dict[str, Any]) -> None:

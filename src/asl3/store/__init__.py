@@ -1,13 +1,15 @@
 """The event and key store: SQLite by default, PostgreSQL for several hosts.
 
-It holds API keys (as SHA-256 only), principals and their exemptions, and one decision event
-per proxied request, which offline monitoring reads back. It never imports classifier code:
-the gateway and the CLI translate between the store's records and the guard's types.
+It holds API keys (as SHA-256 only), principals and their exemptions, one decision event
+per proxied request, which offline monitoring reads back, and the egress proxy's blocks and
+unblocks (``egress_alerts``). It never imports classifier code: the gateway and the CLI
+translate between the store's records and the guard's types.
 """
 
 from asl3.errors import StoreError
 from asl3.store.db import Store
-from asl3.store.records import Event, ExemptionInfo, KeyInfo, NewKey
+from asl3.store.records import EgressAlert, Event, ExemptionInfo, KeyInfo, NewKey
 from asl3.store.writer import EventWriter
 
-__all__ = ["Event", "EventWriter", "ExemptionInfo", "KeyInfo", "NewKey", "Store", "StoreError"]
+__all__ = ["EgressAlert", "Event", "EventWriter", "ExemptionInfo", "KeyInfo", "NewKey", "Store",
+           "StoreError"]

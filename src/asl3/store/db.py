@@ -8,6 +8,7 @@ several processes on one database. Database failures surface as ``StoreError`` w
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import unicodedata
 from collections.abc import Iterator, Sequence
@@ -21,8 +22,16 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from asl3.errors import StoreError
 from asl3.store.engine import display, one_line, open_engine, resolve_url
-from asl3.store.models import ApiKeyRow, DroppedRow, EventRow, ExemptionRow, PrincipalRow, as_utc
-from asl3.store.records import EVENT_FIELDS, Event, ExemptionInfo, KeyInfo, NewKey
+from asl3.store.models import (
+    ApiKeyRow,
+    DroppedRow,
+    EgressAlertRow,
+    EventRow,
+    ExemptionRow,
+    PrincipalRow,
+    as_utc,
+)
+from asl3.store.records import EVENT_FIELDS, EgressAlert, Event, ExemptionInfo, KeyInfo, NewKey
 
 KEY_START = "asl3_"
 PREFIX_CHARS = 12  # "asl3_" + 7 random characters (42 bits): enough to name a key uniquely
@@ -70,6 +79,37 @@ def _key_info(row: ApiKeyRow) -> KeyInfo:
 
 def _event(row: Any) -> Event:
     return Event(**{f: getattr(row, f) for f in EVENT_FIELDS})
+
+
+def _egress_row(a: EgressAlert) -> dict[str, Any]:
+    if a.event not in ("block", "unblock"):
+        raise StoreError(f"an egress alert is a 'block' or an 'unblock', not {a.event!r}")
+    if not isinstance(a.client, str) or not a.client:
+        raise StoreError(f"egress alert: client {a.client!r} is not an address")
+    if not isinstance(a.time, datetime):
+        raise StoreError("egress alert: 'time' must be a datetime")
+    try:
+        details = None if a.details is None else json.dumps(a.details, sort_keys=True,
+                                                             default=str)
+    except (TypeError, ValueError) as e:
+        raise StoreError(f"egress alert details are not JSON ({e})") from None
+    return {"time": as_utc(a.time), "event": a.event, "client": a.client,
+            "clients": ",".join(a.clients), "kind": a.kind, "scope": a.scope, "key": a.key,
+            "dest": a.dest, "reason": a.reason, "observed": a.observed, "limit": a.limit,
+            "window_s": a.window_s, "by": a.by, "change": a.change, "details": details}
+
+
+def _egress_alert(row: EgressAlertRow) -> EgressAlert:
+    try:
+        details = None if row.details is None else json.loads(row.details)
+    except ValueError:  # written by hand or cut short: keep the text rather than fail the list
+        details = {"text": row.details}
+    return EgressAlert(time=row.time, event=row.event, client=row.client,
+                       clients=tuple(c for c in (row.clients or "").split(",") if c),
+                       kind=row.kind, scope=row.scope, key=row.key, dest=row.dest,
+                       reason=row.reason, observed=row.observed, limit=row.limit,
+                       window_s=row.window_s, by=row.by, change=row.change, details=details,
+                       id=row.id)
 
 
 class Store:
@@ -221,3 +261,25 @@ class Store:
                        or_(EventRow.input_text.is_not(None), EventRow.output_text.is_not(None)))
                 .values(input_text=None, output_text=None))
             return int(res.rowcount or 0)  # type: ignore[attr-defined]
+
+    # -- egress alerts ----------------------------------------------------------------------
+    def add_egress_alerts(self, alerts: Sequence[EgressAlert]) -> None:
+        """Insert blocks and unblocks of the egress proxy in one transaction (all or none)."""
+        if not alerts:
+            return
+        rows = [_egress_row(a) for a in alerts]
+        with self._tx() as s:
+            s.execute(insert(EgressAlertRow), rows)
+
+    def egress_alerts(self, limit: int = 100, *, client: str | None = None,
+                      since: datetime | None = None) -> list[EgressAlert]:
+        """The newest ``limit`` egress blocks and unblocks (of ``client``, at or after
+        ``since``), newest first."""
+        q = (select(EgressAlertRow)
+             .order_by(EgressAlertRow.time.desc(), EgressAlertRow.id.desc()).limit(limit))
+        if client is not None:
+            q = q.where(EgressAlertRow.client == client)
+        if since is not None:
+            q = q.where(EgressAlertRow.time >= as_utc(since))
+        with self._tx() as s:
+            return [_egress_alert(r) for r in s.scalars(q)]

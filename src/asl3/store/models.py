@@ -152,3 +152,34 @@ class DroppedRow(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     time: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     count: Mapped[int]
+
+
+class EgressAlertRow(Base):
+    """One block or unblock of one egress client (``asl3 egress proxy --store``); columns mirror
+    ``asl3.store.records.EgressAlert``.
+
+    One row per client, not per alert: a destination alert that blocks three clients is three
+    rows sharing ``key`` and ``time``, so "what happened to 10.0.0.7" is an indexed equality and
+    an unblock (always of one client) lines up with its block. ``details`` keeps the proxy's
+    whole record as JSON (approvers, signed request, ...), so no field of it is lost to the
+    columns chosen here."""
+
+    __tablename__ = "egress_alerts"
+    __table_args__ = (Index("ix_egress_alerts_time", "time"),
+                      Index("ix_egress_alerts_client", "client"))
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    time: Mapped[datetime] = mapped_column(UTCDateTime)
+    event: Mapped[str] = mapped_column(String(16))  # "block" | "unblock"
+    client: Mapped[str] = mapped_column(CleanText)  # an IP address (IPv6 may carry a zone)
+    clients: Mapped[str] = mapped_column(CleanText)  # every client of the alert, comma-joined
+    kind: Mapped[str | None] = mapped_column(CleanText)  # "budget" | "rate"
+    scope: Mapped[str | None] = mapped_column(CleanText)  # "client" | "destination"
+    key: Mapped[str | None] = mapped_column(CleanText)  # the client, or the destination host:port
+    dest: Mapped[str | None] = mapped_column(CleanText)  # the destination, when one is known
+    reason: Mapped[str | None] = mapped_column(CleanText)
+    observed: Mapped[float | None]  # bytes (budget) or bytes per second (rate)
+    limit: Mapped[float | None]
+    window_s: Mapped[float | None]
+    by: Mapped[str | None] = mapped_column(CleanText)  # unblock: the member who used the change
+    change: Mapped[str | None] = mapped_column(CleanText)  # unblock: the change id
+    details: Mapped[str | None] = mapped_column(CleanText)  # the proxy's record, JSON

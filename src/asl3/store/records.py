@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -64,3 +65,36 @@ class NewKey:
     name: str
     key: str
     prefix: str
+
+
+@dataclass(frozen=True)
+class EgressAlert:
+    """One block or unblock of one egress client, as the egress proxy records it.
+
+    ``kind``/``scope``/``key``/``dest``/``observed``/``limit``/``window_s`` describe the alert
+    (for an unblock: the alert whose block was lifted, when known); ``by`` and ``change`` only
+    belong to unblocks. ``details`` is the proxy's full record (plain JSON values)."""
+
+    time: datetime  # timezone-aware UTC
+    event: str  # "block" | "unblock"
+    client: str
+    clients: tuple[str, ...] = ()
+    kind: str | None = None
+    scope: str | None = None
+    key: str | None = None
+    dest: str | None = None
+    reason: str | None = None
+    observed: float | None = None
+    limit: float | None = None
+    window_s: float | None = None
+    by: str | None = None
+    change: str | None = None
+    details: dict[str, Any] | None = None
+    id: int | None = None  # set when read back from the store
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values (time as ISO 8601), for ``asl3 egress alerts --json``."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["time"] = self.time.isoformat()
+        d["clients"] = list(self.clients)
+        return d
