@@ -13,6 +13,7 @@ import random
 import string
 import time
 import unicodedata
+from collections.abc import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -314,6 +315,35 @@ def test_caesar_shifts_round_trip(shift: int) -> None:
 def test_reversed_text_round_trips() -> None:
     assert found(SENTENCE[::-1]) == ["reversed"]
     assert "reversed" in found("Read backwards:\n" + SENTENCE.capitalize()[::-1] + "?")
+
+
+# Terse requests of content words: too few common words ("for", "a") for the word test alone.
+TERSE = [
+    "Provide a detailed plan for renovating a crowded subway station",
+    "Describe watering schedules, fertilizer choices, pruning techniques",
+    "What were the main causes of the Great Depression?",
+    "Write a persuasive essay regarding renewable energy subsidies",
+]
+
+
+@pytest.mark.parametrize("text", TERSE)
+@pytest.mark.parametrize("encode,name", [
+    (lambda s: codecs.encode(s, "rot13"), "rot13"),
+    (lambda s: caesar(s, 3), "caesar"),
+    (lambda s: s[::-1], "reversed"),
+])  # fmt: skip
+def test_terse_requests_are_decoded_by_their_letter_pairs(
+    text: str, encode: Callable[[str], str], name: str
+) -> None:
+    needle = text.lower().rstrip("?")
+    assert name in found(encode(text), needle)
+    assert name in found("Decode this and answer it:\n" + encode(text), needle)
+
+
+def test_rot13_text_full_of_re_is_not_mistaken_for_prose() -> None:
+    """ROT13 and reversal turn the frequent pair "re" into "er": it must not count as prose."""
+    text = "Where were the remaining records of the Great Depression stored?"
+    assert "rot13" in found(codecs.encode(text, "rot13"), "remaining records")
 
 
 def test_morse_round_trips() -> None:
