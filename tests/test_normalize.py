@@ -7,6 +7,7 @@ with the code that produced its input. All payloads are benign sentences.
 from __future__ import annotations
 
 import base64
+import binascii
 import codecs
 import os
 import random
@@ -211,6 +212,18 @@ def test_ordinary_text_gives_only_the_canonical_view(text: str) -> None:
         "See https://example.com/docs/getting-started/installation for details.",
         "Call me at +1 (555) 123-4567 or 555 123 4567.",
         "SHA-256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        # escapes, blobs and numbers that ordinary text holds (see test_text_decoders.py)
+        "https://www.google.com/search?q=how%20to%20bake%20bread&hl=en&source=hp",
+        "Solve for x: 2x + 3 = 11, then y = 4x - 1 and z = x^2 + y^2 = 41.",
+        '<p>Tom &amp; Jerry</p> <a href="/about">About us</a>',
+        "Copy the file to C:\\xampp\\htdocs\\x64\\bin before running it.",
+        "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkY"
+        "PhfDwAChwGA60e6kgAAAABJRU5ErkJggg==",
+        "The bits 1010 and 1100 give 1000 under AND, and 1110 under OR.",
+        "Key dates: 1914 1918 1939 1945 1989 2001 2008 2020 in this history course.",
+        "Scores this week: 85 92 78 88 95 67 73 81 90 77 84 for the class.",
+        "The hotel in India had a golf course, a tango bar and an echo, said Oscar.",
+        "In IPA, 'butter' is /\u02c8b\u028ct\u0259r/ and 'rural' is /\u02c8r\u028a\u0279\u0259l/.",
     ],
 )
 def test_no_spurious_views_for_ids_hashes_and_long_words(text: str) -> None:
@@ -426,6 +439,20 @@ def test_englishness_separates_prose_from_ciphertext() -> None:
         "-" * 50 + "." * 50,
         "/ / / / / /",
         "\n" * 100,
+        "%" * 50,
+        "%4" * 30 + "%",
+        "&#" * 30 + ";",
+        "&#x110000;&#1114112;&#x41;&#x42;&#x43;&#x44;",
+        "\\u" * 30 + "\\u{110000}\\ud800\\udc00\\U0010ffff\\Uffffffff",
+        "<~" * 20 + "~>",
+        "begin 644 x\n`\nend\n",
+        "M" + "`" * 60 + "\n" + "M" * 61,
+        "\u283c" * 20 + "\u2800" * 20,
+        "\u0250\u0287" * 20,
+        "\U000e0041" * 3 + "\U000e007f\U0001f3f4\U000e0067",
+        "01" * 100,
+        "0 " * 100,
+        "Alfa " * 20,
     ],
 )
 def test_odd_input_does_not_crash(text: str) -> None:
@@ -460,6 +487,45 @@ def _mb_inputs() -> dict[str, str]:
         "leet run": "a" + "1" * mb + " x",
         "leet run, non-ASCII": "é a" + "1" * mb + " x",
         "hex-like": "4" * mb,
+        # the escape, blob and alphabet decoders: a megabyte of each encoding's text, of its
+        # alphabet and of its escape character alone or cut short
+        "tag characters": "\U000e0041" * (mb // 2),
+        "tags text": "".join(chr(0xE0000 + ord(c)) for c in SENTENCE) * (mb // 100),
+        "percent text": "".join(f"%{b:02X}" for b in SENTENCE.encode()) * (mb // 150),
+        "percent signs": "%" * mb,
+        "percent cut short": "%4" * (mb // 2),
+        "percent spaced": "%41 " * (mb // 4),
+        "quoted-printable text": "".join(f"={b:02X}" for b in SENTENCE.encode()) * (mb // 150),
+        "equals signs": "=" * mb,
+        "soft line breaks": "=\n" * (mb // 2),
+        "html text": "".join(f"&#{ord(c)};" for c in SENTENCE) * (mb // 250),
+        "ampersands": "&#" * (mb // 2),
+        "html entities": "&amp;" * (mb // 5),
+        "backslash text": "".join(f"\\u{ord(c):04x}" for c in SENTENCE) * (mb // 300),
+        "backslashes": "\\" * mb,
+        "backslash cut short": "\\x4" * (mb // 3),
+        "base32 alphabet": "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567" * (mb // 32),
+        "base32 words": " ".join(["abcdefghijklmnopqrstuvwxyz234567"] * (mb // 33)),
+        "base32 text": base64.b32encode((SENTENCE + ". ").encode() * (mb // 85)).decode()[:mb],
+        "ascii85 alphabet": "".join(map(chr, range(33, 118))) * (mb // 85),
+        "ascii85 text": base64.a85encode((SENTENCE + ". ").encode() * (mb // 65)).decode()[:mb],
+        "ascii85 openers": "<~" * (mb // 2),
+        "uu text": "".join(
+            binascii.b2a_uu(((SENTENCE + ". ") * 2)[:45].encode()).decode() * (mb // 62)
+        ),
+        "uu-like lines": ("M" + "!" * 60 + "\n") * (mb // 62),
+        "braille": "\u281d" * mb,
+        "braille spaced": "\u2801 " * (mb // 2),
+        "upside-down letters": "\u0250" * mb,
+        "upside-down words": "\u0250 qd " * (mb // 5),
+        "binary digits": "01" * (mb // 2),
+        "binary groups": "01001000 " * (mb // 9),
+        "seven-bit groups": "1001000 " * (mb // 8),
+        "decimal codes": "72 " * (mb // 3),
+        "decimal ones": "1 " * (mb // 2),
+        "decimal commas": "72," * (mb // 3),
+        "nato words": "Alfa " * (mb // 5),
+        "atbash text": "kovzhv gvoo nv sld gl yzpv hlfiwlfts yivzw zg slnv " * (mb // 51),
     }
 
 
@@ -475,7 +541,8 @@ def test_megabyte_inputs_finish() -> None:
 
 def test_linear_time_on_repeated_patterns() -> None:
     # Doubling the input should roughly double the time (quadratic would quadruple it).
-    for unit in ("a1!", "a b ", ".- ", "s-a-", "x\u200b", "é", "4" * 30 + " "):
+    escapes_and_codes = ("%41 ", "=4", "&#1", "\\x4", "01001000 ", "72 ", "\u2801 ", "\u0250 q ")
+    for unit in ("a1!", "a b ", ".- ", "s-a-", "x\u200b", "é", "4" * 30 + " ", *escapes_and_codes):
         small, big = unit * 20_000, unit * 80_000
         t0 = time.perf_counter()
         views(small)

@@ -2,8 +2,11 @@
 
 A jailbreak rarely states a request plainly: it spells it with look-alike letters, hides
 zero-width characters inside words, spaces the letters out, or encodes the whole request
-(base64, hex, ROT13 and other Caesar shifts, reversal, Morse, leetspeak). The classifier only
-knows plain lowercase English n-grams, so every text is turned into a small set of *views*:
+(base64, hex, ROT13 and other Caesar shifts, atbash, reversal, Morse, leetspeak; escapes such
+as percent-encoding, quoted-printable, HTML references and backslash escapes; invisible tag
+characters; base32, Ascii85, uuencode, binary or decimal character codes; Braille,
+upside-down letters, the NATO alphabet). The classifier only knows plain lowercase English
+n-grams, so every text is turned into a small set of *views*:
 
 * ``canonical(text)`` removes the cheap disguises that never change meaning (Unicode
   compatibility forms, case, homoglyphs, invisible characters, accents, spaced-out letters);
@@ -15,7 +18,11 @@ ordinary text should get none. Decoding is therefore *gated*: cheap tests (``str
 ``in``, regular expressions that start with a literal, which the engine scans for quickly)
 decide whether a decoder is worth trying, and an ordinary English message pays for almost
 none of them: ``views()`` on a 1,000-character message takes about 25 microseconds, about
-half of it ``canonical()``.
+half of it ``canonical()``. The decoders of escapes, blobs and other alphabets live in
+:mod:`asl3.text.escapes`, :mod:`asl3.text.transports` and :mod:`asl3.text.alphabets`;
+their gates here cost an ordinary message a few ``in`` tests, one scan of its digits and,
+for text with long tokens or non-ASCII characters, a few byte-level tests (measured on 500
+English messages of 1,000 characters: +2-3% median, +5% mean; +10% for those with a URL).
 
 Everything here runs in time linear in the input: no regular expression has two ways to
 match the same text (so none backtracks catastrophically), the heuristic searches (Caesar
@@ -34,6 +41,9 @@ import string
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+
+from asl3.text import alphabets, escapes, transports
+from asl3.text.plausible import byte_classes, class_table, decode_bytes, plausible
 
 __all__ = [
     "MAX_DECODED_VIEWS",
@@ -58,9 +68,12 @@ MAX_DEPTH = 2
 class View:
     """One reading of a text: how it was obtained (``name``) and the canonical text.
 
-    Names: ``canonical`` (always first), ``base64``, ``hex``, ``rot13``, ``caesar``,
-    ``reversed``, ``morse``, ``leet``, ``spacing``; a decoding found inside another one is
-    named ``outer+inner`` (for example ``base64+rot13``).
+    Names: ``canonical`` (always first), ``quoted`` (inputs), ``tags``, ``base64``, ``hex``,
+    ``percent``, ``quoted_printable``, ``html``, ``escapes``, ``base32``, ``ascii85`` (Base85
+    too), ``uu``, ``binary``, ``decimal``, ``morse``, ``leet``, ``spacing``, ``braille``,
+    ``upside_down``, ``nato``, ``rot13``, ``caesar``, ``atbash``, ``reversed``,
+    ``reversed_words``; a decoding found inside another one is named ``outer+inner`` (for
+    example ``base64+rot13``, ``percent+base64``).
     """
 
     name: str
@@ -378,22 +391,7 @@ def canonical(text: str) -> str:
 # Plausibility of decoded text
 
 
-def _plausible(text: str, min_letters: int = 6) -> bool:
-    """Whether decoded text looks like writing (not binary noise that happened to decode).
-
-    Checks a bounded sample: nearly all characters printable, enough letters, and letters
-    making up at least half of the non-space characters.
-    """
-    sample = text[:4096]
-    n = len(sample)
-    if n == 0:
-        return False
-    spaces = sum(map(sample.count, (" ", "\n", "\t", "\r")))
-    printable = sum(map(str.isprintable, sample)) + spaces - sample.count(" ")
-    if printable < 0.95 * n:
-        return False
-    letters = sum(map(str.isalpha, sample))
-    return letters >= min(min_letters, n) and letters >= 0.5 * (n - spaces)
+_plausible = plausible  # decoded text looks like writing (see asl3.text.plausible)
 
 
 def _wordy(sample: str, symbols: str = "", share: float = 0.8) -> bool:
@@ -408,13 +406,7 @@ def _wordy(sample: str, symbols: str = "", share: float = 0.8) -> bool:
     return n > 0 and good >= share * n
 
 
-def _decode_bytes(data: bytes) -> str | None:
-    """UTF-8 text from decoded bytes, or None when the bytes are not (plausible) text."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    return text if _plausible(text) else None
+_decode_bytes = decode_bytes  # UTF-8 text from decoded bytes, if plausible
 
 
 # =============================================================================================
@@ -756,6 +748,10 @@ _SHIFT_TABLES = [
     str.maketrans(string.ascii_lowercase, string.ascii_lowercase[s:] + string.ascii_lowercase[:s])
     for s in range(26)
 ]
+# Atbash (a<->z, b<->y, ...) is one more substitution of the same kind, tried beside the
+# shifts under the pseudo-shift 26: ranked by letter frequencies, accepted by the same tests.
+_ATBASH = 26
+_SHIFT_TABLES.append(str.maketrans(string.ascii_lowercase, string.ascii_lowercase[::-1]))
 _CIPHER_SAMPLE = 1500  # characters of a line scored per shift
 _CIPHER_BUDGET = 60_000  # characters searched for a shift, over all lines of one text
 _MIN_GAIN = 0.15
@@ -803,6 +799,7 @@ _MIN_DIRECTION_WORDS = 3
 _LETTER_FREQ = (8.2, 1.5, 2.8, 4.3, 12.7, 2.2, 2.0, 6.1, 7.0, 0.15, 0.77, 4.0, 2.4, 6.7, 7.5,
                 1.9, 0.095, 6.0, 6.3, 9.1, 2.8, 0.98, 2.4, 0.15, 2.0, 0.074)  # fmt: skip
 _SHIFT_LOGS = [[math.log(_LETTER_FREQ[(c + s) % 26] / 100) for c in range(26)] for s in range(26)]
+_SHIFT_LOGS.append([math.log(_LETTER_FREQ[25 - c] / 100) for c in range(26)])  # atbash
 
 
 # Quicker first test: in English about 70% of letters are one of "etaoinshr", after a Caesar
@@ -812,7 +809,8 @@ _ENGLISH_FREQUENT_SHARE = 0.6
 
 
 def _ranked_shifts(sample: str) -> list[int]:
-    """The three shifts whose plaintext has the most English letter frequencies, best first.
+    """The three shifts whose plaintext has the most English letter frequencies, best first
+    (atbash competes as shift 26).
 
     Shift 0 (the sample as it is) competes too: reversed English keeps English letter
     frequencies and ranks it first, a Caesar cipher ranks its own shift first. A sample
@@ -825,7 +823,7 @@ def _ranked_shifts(sample: str) -> list[int]:
         return [0]
     counts = list(map(sample.count, string.ascii_lowercase))
     scores = [sum(map(operator.mul, counts, logs)) for logs in _SHIFT_LOGS]
-    return sorted(range(26), key=scores.__getitem__, reverse=True)[:3]
+    return sorted(range(len(scores)), key=scores.__getitem__, reverse=True)[:3]
 
 
 def _looks_like_prose(line: str) -> bool:
@@ -926,12 +924,14 @@ def _reads_reversed(sample: str, base: float, ranked: list[int]) -> bool:
 
 
 def _cipher_name(shift: int) -> str:
-    """View name for a decoding shift: ROT13 is its own inverse, the rest are "caesar"."""
-    return "rot13" if shift == 13 else "caesar"
+    """View name for a decoding shift: ROT13 is its own inverse, the rest are "caesar"
+    (and the pseudo-shift 26 is atbash)."""
+    return "rot13" if shift == 13 else "atbash" if shift == _ATBASH else "caesar"
 
 
 def _decode_ciphers(lines: list[str]) -> list[tuple[str, str, list[str]]]:
-    """Reversal and Caesar decodings of lines that are not English (and of the whole text).
+    """Reversal, Caesar and atbash decodings of lines that are not English (and of the whole
+    text).
 
     Encoded payloads usually sit on a line of their own under an English instruction, so
     each line is judged alone; lines too short to judge are also judged together. Returns
@@ -1143,13 +1143,123 @@ class _Collector:
         return got
 
 
-# Gates: a token of 16+ characters (base64, contiguous hex), three spaced hex pairs, Morse
-# codes between spaces. Each starts with a literal space, which the regex engine scans for
-# quickly, and is run on the canonical text with a space in front.
-_LONG_TOKEN_HINT = re.compile(r" [^ ]{16}")
-_HEX_PAIRS_HINT = re.compile(r" (?:0x|\\x)?[0-9][0-9a-f][,:;]? (?:0x|\\x)?[0-9a-f]{2}[,:;]? ")
+# Gates: a token of 16+ characters (base64, base32, base85, uuencode, contiguous hex or
+# binary), numbers (two spaced hex pairs, or four numbers in a row: decimal codes, binary
+# groups), Morse codes between spaces. They run on the canonical text with a space in front
+# and start with a literal, which the regex engine scans for at C speed (a pattern that
+# starts with a character class is tried at every position). The numbers hint runs on a copy
+# of the canonical text with every digit written "0" (hex letters "a", x "x", other letters
+# "g"), so that it can start with the literal "0"; lookbehinds then check what precedes.
+_LONG_TOKEN_RE = re.compile(r" [^ ]{16,}")
+_NUM_CLASS = class_table(
+    lambda c: "0" if c.isdigit() else "a" if c in "abcdefABCDEF" else "x" if c in "xX"
+    else "g" if c.isalpha() else c
+)  # fmt: skip
+_NUMBERS_HINT = re.compile(
+    rb"0(?<![0ag]0)(?:(?:(?<= 0)(?:x0[0a]|[0a])|(?<= \\x0)[0a])[,:;]? (?:0x|\\x)?[0a]{2}[,:;]? "
+    rb"|0{0,7}(?:[,;] ?| )0{1,8}(?:[,;] ?| )0{1,8}(?:[,;] ?| )0)"
+)
+_MIN_BITS = 42  # six bytes of seven bits: fewer 0s and 1s cannot be a binary run
+_MIN_CODES = 8  # decimal character codes: eight numbers, so at least eight digits
+_ESCAPE_DECODERS = (
+    ("%", "percent", escapes.decode_percent),
+    ("=", "quoted_printable", escapes.decode_quoted_printable),
+    ("&", "html", escapes.decode_html),
+    ("\\", "escapes", escapes.decode_backslash),
+)
 _MORSE_HINT = re.compile(r" [.\-]{1,7} [.\-]{1,7} [.\-]")
 _NOT_B64_RE = re.compile(r"[^A-Za-z0-9+/_=\-\s]")
+# Letters of other alphabets that canonical() keeps, told by their UTF-8 bytes: Braille
+# patterns (U+2800..U+28FF: E2 A0..A3 ...) and upside-down letters (most are in
+# U+0250..U+029F: C9 or CA first). The bytes that can matter are kept and the rest deleted
+# (bytes.translate, C speed), so the test costs ordinary non-ASCII text about a
+# microsecond; a regular expression over the characters costs several.
+_ALPHABET_BYTES = frozenset(b"\xc9\xca\xe2\xa0\xa1\xa2\xa3")
+_NOT_ALPHABET_BYTES = bytes(b for b in range(256) if b not in _ALPHABET_BYTES)
+_BRAILLE_BYTES = re.compile(rb"\xe2[\xa0-\xa3]")
+_MIN_FLIPS = 3  # upside-down letters needed before a text is read upside down
+# A NATO spelling of a request almost surely spells an e, a t or an o; three substring
+# tests keep the tokenizing off ordinary text.
+_NATO_HINTS = ("echo", "tango", "oscar")
+
+Decoder = Callable[[str], tuple[str, list[str]] | None]
+
+
+def _may_have_tags(text: str) -> bool:
+    """Whether ``text`` may hold tag characters (U+E0000..U+E007F): in UTF-16 each is a
+    surrogate pair whose first half is U+DB40. One encode and a byte search, where a regular
+    expression over a text with emoji costs ten times more."""
+    data = text.encode("utf-16-le", "surrogatepass")
+    return len(data) > 2 * len(text) and b"\x40\xdb" in data
+
+
+def _raw_token_spans(raw: str, canon_tokens: list[str]) -> list[tuple[int, int]]:
+    """Spans in ``raw`` of its tokens of 16+ characters, found from the canonical text's.
+
+    For ASCII text a canonical token is the raw token lowercased, so a few ``str.find``
+    calls place them; other text is split again (:func:`transports.token_spans`).
+    """
+    if not raw.isascii():
+        return transports.token_spans(raw)
+    low = raw.lower()
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    for tok in canon_tokens:
+        start = low.find(tok, pos)
+        if start >= 0:  # not found: letters joined by canonical(), not a blob
+            pos = start + len(tok)
+            spans.append((start, pos))
+    return spans
+
+
+def _transports(
+    raw: Callable[[], str], canon: str, padded: str, canon_tokens: list[str]
+) -> list[tuple[str, Decoder]]:
+    """The transport decoders whose gates the text passes, in order of priority; each is a
+    function of the prepared raw text. ``raw()`` prepares it (only blob gates need it).
+
+    Escapes are gated on their character being in the canonical text at least
+    :data:`~asl3.text.escapes.MIN_ESCAPES` times (one ``in`` test each for ordinary text),
+    blob encodings on a long token made of their alphabet, numbers on the numbers hint and
+    on the count of digits.
+    """
+    long_token = bool(canon_tokens)
+    b64_only = len(canon) >= 12 and _NOT_B64_RE.search(canon) is None
+    found: list[tuple[str, Decoder]] = []
+    if long_token or b64_only:
+        found.append(("base64", _decode_base64))
+    hint = False
+    n_digits = 0
+    if any(d in canon for d in "0123456789"):
+        cls = byte_classes(padded, _NUM_CLASS)
+        n_digits = cls.count(b"0")
+        if n_digits >= _MIN_CODES:  # eight bytes of hex or eight codes need eight digits
+            hint = _NUMBERS_HINT.search(cls) is not None
+        if hint or long_token:
+            found.append(("hex", _decode_hex))
+    for char, name, decoder in _ESCAPE_DECODERS:
+        if char in canon and canon.count(char) >= escapes.MIN_ESCAPES:
+            found.append((name, decoder))
+    blob_tokens = [t for t in canon_tokens if "://" not in t]  # URLs are no blobs
+    if blob_tokens or b64_only:
+        text = raw()
+        spans = _raw_token_spans(text, blob_tokens)
+        kinds = transports.blob_kinds(text, spans)
+        if "base32" in kinds or b64_only:
+            found.append(("base32", lambda r: transports.decode_base32(r, spans, whole=b64_only)))
+        if "ascii85" in kinds:
+            found.append(("ascii85", lambda r: transports.decode_ascii85(r, spans)))
+        if "uu" in kinds:
+            found.append(("uu", transports.decode_uu))
+    if (
+        n_digits >= _MIN_BITS
+        and (hint or long_token)
+        and canon.count("0") + canon.count("1") >= _MIN_BITS
+    ):
+        found.append(("binary", transports.decode_binary))
+    if hint and n_digits >= _MIN_CODES:
+        found.append(("decimal", transports.decode_decimal))
+    return found
 
 
 def _decode_into(
@@ -1159,24 +1269,29 @@ def _decode_into(
 
     ``folded``, ``canon`` and ``spaced`` are ``_fold(text)``, ``canonical(text)`` and
     ``_may_have_spaced(folded)``, passed in because the caller already has them. ``depth``
-    counts layers: payloads of transport encodings (base64, hex) are searched again while
-    ``depth < MAX_DEPTH``.
+    counts layers: payloads of transport encodings (tag characters, base64, hex, percent,
+    quoted-printable, HTML references, backslash escapes, base32, base85, uuencode, binary,
+    decimal codes) are searched again while ``depth < MAX_DEPTH``.
     """
-    raw = text if text.isascii() else ""  # prepared on first use (costly for big texts)
+    ascii_text = text.isascii()
+    raw = text if ascii_text else ""  # prepared on first use (costly for big texts)
     padded = " " + canon
-    long_token = _LONG_TOKEN_HINT.search(padded) is not None
+    canon_tokens = [m.group()[1:] for m in _LONG_TOKEN_RE.finditer(padded)]
     nested: list[tuple[str, str]] = []
 
-    transports: list[tuple[str, Callable[[str], tuple[str, list[str]] | None]]] = []
-    if long_token or (len(canon) >= 12 and _NOT_B64_RE.search(canon) is None):
-        transports.append(("base64", _decode_base64))
-    if any(d in canon for d in "0123456789") and (
-        long_token or _HEX_PAIRS_HINT.search(padded) is not None
-    ):
-        transports.append(("hex", _decode_hex))
-    if transports and not raw:
-        raw = _prepare_raw(text)
-    for name, decoder in transports:
+    def prepared() -> str:
+        nonlocal raw
+        if not raw:
+            raw = _prepare_raw(text)
+        return raw
+
+    gated = _transports(prepared, canon, padded, canon_tokens)
+    if gated:
+        prepared()
+    if not ascii_text and _may_have_tags(text):
+        # tag characters: on the text itself, since canonical() and _prepare_raw() delete them
+        gated.insert(0, ("tags", lambda _raw: escapes.decode_tags(text)))
+    for name, decoder in gated:
         result = decoder(raw)
         if result is None:
             continue
@@ -1197,6 +1312,25 @@ def _decode_into(
         spacing = _decode_spacing(folded, canon)
         if spacing is not None:
             sink.add(prefix + "spacing", spacing)
+
+    if not canon.isascii():
+        kept = canon.encode("utf-8", "surrogatepass").translate(None, _NOT_ALPHABET_BYTES)
+        if (
+            _BRAILLE_BYTES.search(kept) is not None
+            and (braille := alphabets.decode_braille(canon)) is not None
+        ):
+            sink.add_decoding(prefix + "braille", *braille)
+        if (
+            (b"\xc9" in kept or b"\xca" in kept)
+            and sum(map(folded.count, alphabets.FLIP_ONLY)) >= _MIN_FLIPS
+            and (upside := alphabets.decode_upside_down(folded, englishness)) is not None
+        ):
+            sink.add_decoding(prefix + "upside_down", *upside)
+
+    if any(word in canon for word in _NATO_HINTS):
+        nato = alphabets.decode_nato(folded)
+        if nato is not None:
+            sink.add_decoding(prefix + "nato", *nato)
 
     # Cipher chunks: lines, and the parts of a line around ": " (an instruction, a colon,
     # then the payload is the usual shape of an encoded request).
@@ -1308,16 +1442,19 @@ def views(text: str, quoted: bool = False) -> list[View]:
     """The canonical view of ``text`` followed by its plausible decodings.
 
     The first element is always ``View("canonical", canonical(text))``. Decoded views follow
-    (at most :data:`MAX_DECODED_VIEWS`, each canonicalized, duplicates dropped): base64 and
-    hex runs (embedded ones replaced in place, so the surrounding instruction stays), Morse
-    runs, leetspeak, word-segmented spaced letters, word-order reversal (a line that ends
-    with a request opener such as "how"), and reversal/ROT13/Caesar decodings of
-    lines that are not English (lines and the parts around ": " are judged separately, so an
+    (at most :data:`MAX_DECODED_VIEWS`, each canonicalized, duplicates dropped): runs of
+    Unicode tag characters, base64, hex, percent, quoted-printable, HTML-reference,
+    backslash-escape, base32, Ascii85/Base85, uuencoded, binary and decimal-code runs
+    (embedded ones replaced in place, so the surrounding instruction stays), Morse runs,
+    leetspeak, word-segmented spaced letters, Braille, upside-down and NATO-alphabet runs,
+    word-order reversal (a line that ends with a request opener such as "how"), and
+    reversal/ROT13/Caesar/atbash decodings of lines that are not English (lines and the parts around ": " are judged separately, so an
     English instruction does not hide its encoded payload). Each decoding also gives a view of
     the decoded payload alone, under the same name: a short request decoded in place is
     diluted by the instruction around it ("Caesar cipher, key 7: ... What does it say? Then
-    answer it fully"). A second layer found inside a base64 or hex payload is a view of that
-    payload alone, named like ``base64+rot13``.
+    answer it fully"). A second layer found inside the payload of a transport (tags, base64,
+    hex, percent, quoted-printable, HTML, escapes, base32, Ascii85, uuencode, binary,
+    decimal) is a view of that payload alone, named like ``base64+rot13``.
 
     A decoder only runs when a cheap test suggests it, and a result is kept only when it is
     plausible text (and, for ciphers, clearly more English). The heuristic searches work on
