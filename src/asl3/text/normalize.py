@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from asl3.text import alphabets, escapes, transports
-from asl3.text.plausible import byte_classes, class_table, decode_bytes
+from asl3.text.plausible import byte_classes, class_table, decode_bytes, whole_blob
 
 __all__ = [
     "MAX_DECODED_VIEWS",
@@ -469,12 +469,7 @@ def _decode_base64(raw: str) -> tuple[str, list[str]] | None:
         payloads.append(text)
         pos = end
     if not payloads:
-        compact = "".join(raw.split())
-        if len(compact) >= 12 and _B64_FULL_RE.fullmatch(compact):
-            text = _b64_decode_run(compact)
-            if text is not None:
-                return text, [text]
-        return None
+        return whole_blob(raw, _B64_FULL_RE, _b64_decode_run, 12)
     out.append(raw[pos:])
     return "".join(out), payloads
 

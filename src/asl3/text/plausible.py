@@ -9,6 +9,7 @@ module so the decoder modules need not import ``normalize`` (which imports them)
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "layer",
     "plausible",
     "splice",
+    "whole_blob",
 ]
 
 
@@ -112,3 +114,17 @@ def byte_classes(text: str, table: bytes) -> bytes:
     ``bytes.translate`` cost about a nanosecond a character.
     """
     return text.encode("ascii", "replace").translate(table)
+
+
+def whole_blob(
+    raw: str, full_re: re.Pattern[str], decode: Callable[[str], str | None], min_len: int
+) -> tuple[str, list[str]] | None:
+    """The whole message read as one blob (base64, base32): with its whitespace (groups,
+    line wrapping) removed, all of it matches ``full_re`` and ``decode`` (run -> text | None)
+    decodes it. For messages whose tokens are each too short to be tried alone."""
+    compact = "".join(raw.split())
+    if len(compact) >= min_len and full_re.fullmatch(compact):
+        text = decode(compact)
+        if text is not None:
+            return text, [text]
+    return None

@@ -23,7 +23,15 @@ import binascii
 import re
 from collections.abc import Callable
 
-from asl3.text.plausible import byte_classes, class_table, decode_bytes, layer, plausible, splice
+from asl3.text.plausible import (
+    byte_classes,
+    class_table,
+    decode_bytes,
+    layer,
+    plausible,
+    splice,
+    whole_blob,
+)
 
 __all__ = [
     "UU_TOKEN_RE",
@@ -162,12 +170,7 @@ def decode_base32(raw: str, spans: list[Span] | None = None, whole: bool = True)
     found = _decode_spans(raw, _blob_spans(raw, spans, _B32_FULL_RE), _b32_run)
     if found is not None or not whole:
         return found
-    compact = "".join(raw.split())
-    if len(compact) >= 16 and _B32_FULL_RE.fullmatch(compact):
-        text = _b32_run(compact)
-        if text is not None:
-            return text, [text]
-    return None
+    return whole_blob(raw, _B32_FULL_RE, _b32_run, 16)
 
 
 # ---------------------------------------------------------------------------------------------
