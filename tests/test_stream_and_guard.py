@@ -329,3 +329,36 @@ def test_feed_cuts_any_chunking_after_the_last_non_token_character(chunks):
         at = _boundary_cut(whole, MAX_PENDING)
         now, pending = _cut(pending, chunk)
         assert (now, pending) == (whole[:at], whole[at:])
+
+
+def _scramble_inside(text: str, rng) -> str:
+    """Best-of-N style: the inside letters of every word of 4+ letters shuffled."""
+    out = []
+    for w in text.split(" "):
+        if len(w) > 3 and w.isalpha():
+            inside = list(w[1:-1])
+            rng.shuffle(inside)
+            w = w[0] + "".join(inside) + w[-1]
+        out.append(w)
+    return " ".join(out)
+
+
+def test_scrambled_requests_are_read_through_the_repaired_view(pguard):
+    import random
+
+    rng = random.Random(0)
+    blocked_plain = [r.text for r in read_jsonl(PROXY / "test.jsonl")
+                     if r.kind == "input" and r.label == "harmful" and not r.transform
+                     and pguard.check_input(r.text).blocked]
+    assert len(blocked_plain) >= 20
+    scrambled = [_scramble_inside(t, rng) for t in blocked_plain]
+    assert pguard.bundle.config["repaired_views"] is True
+    with_repair = sum(pguard.check_input(t).blocked for t in scrambled)
+    assert with_repair >= 0.9 * len(scrambled)
+    names = [v.name for v in pguard.scorer.views_of_input(scrambled[0])]
+    assert "repaired" in names
+    blind = copy.copy(pguard)
+    blind.scorer = copy.copy(pguard.scorer)
+    blind.scorer.lexicon = None  # what a bundle without `repaired_views` gets
+    assert "repaired" not in [v.name for v in blind.scorer.views_of_input(scrambled[0])]
+    assert sum(blind.check_input(t).blocked for t in scrambled) < with_repair

@@ -16,6 +16,7 @@ from asl3.classify.bundle import Bundle
 from asl3.classify.features import Positions, segment_spans, tokens
 from asl3.classify.model import MeanMLP
 from asl3.text.normalize import View, canonical, views
+from asl3.text.spelling import Lexicon
 
 CHUNK_CHARS = 20_000
 CATEGORY_CHARS = 4_000
@@ -71,6 +72,10 @@ class Scorer:
         self.segment_edge = cfg.get("segment_edge_min_tokens")  # None: as segment_min
         # inputs also get the view of their quoted spans (bundles trained with it)
         self.quoted = bool(cfg.get("quoted_views", False))
+        # inputs whose words are largely misspelt also get a repaired view (bundles
+        # calibrated with it), spelt with the model's own word vocabulary
+        self.lexicon = (Lexicon.from_vocabulary(self.feat.vocab)
+                        if cfg.get("repaired_views", False) else None)
 
     def _best(self, model: MeanMLP, vs: list[View], prompt: np.ndarray | None = None,
               scales: list[tuple[int, int]] | None = None, sentences: bool = False) -> Score:
@@ -98,9 +103,10 @@ class Scorer:
         return self.input_views(self.views_of_input(text))
 
     def views_of_input(self, text: str) -> list[View]:
-        """The views an input is scored through (with the quoted view where the bundle was
-        trained with it: scoring must see what training and calibration saw)."""
-        return views(text, quoted=self.quoted)
+        """The views an input is scored through (with the quoted and repaired views where
+        the bundle was trained or calibrated with them: scoring must see what training and
+        calibration saw)."""
+        return views(text, quoted=self.quoted, lexicon=self.lexicon)
 
     def input_views(self, vs: list[View]) -> Score:
         """``input`` for views already computed (stage 2 reads the same views)."""

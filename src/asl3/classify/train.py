@@ -72,6 +72,11 @@ class TrainConfig:
     # Inputs also get a view of their quoted spans joined (normalize.quoted_text): the
     # request a jailbreak quotes, or splits across quoted variables, scored on its own.
     quoted_views: bool = True
+    # Inputs whose words are largely misspelt (scrambled, nudged, reversed, pig latin...)
+    # also get a view spelt with the model's word vocabulary (asl3.text.spelling). The
+    # vocabulary only exists after training, so training rows do not get it; calibration
+    # and scoring do.
+    repaired_views: bool = True
     # Stage 2 (asl3.classify.neural): "auto" trains it when the neural extra is installed,
     # "minilm" requires it, "none" leaves it out. It reads a stratified sample of the input
     # examples (embedding all of them would take most of the 5-minute budget on 2 cores).
@@ -782,6 +787,7 @@ def train(cfg: TrainConfig, progress: Progress = _noop) -> dict[str, Any]:
                    "segment_min_tokens": cfg.segment_min_tokens,
                    "segment_edge_min_tokens": cfg.segment_edge_min_tokens,
                    "quoted_views": cfg.quoted_views,
+                   "repaired_views": cfg.repaired_views,
                    "holdback": cfg.holdback,
                    "min_tokens": cfg.min_tokens,
                    "output_context": cfg.output_context,

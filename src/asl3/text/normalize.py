@@ -44,6 +44,7 @@ from dataclasses import dataclass
 
 from asl3.text import alphabets, escapes, transports
 from asl3.text.plausible import byte_classes, class_table, decode_bytes, whole_blob
+from asl3.text.spelling import Lexicon
 
 __all__ = [
     "MAX_DECODED_VIEWS",
@@ -1385,6 +1386,7 @@ _QUOTED_SCAN = 20_000  # characters searched for quotes (a chunk, as scoring cut
 _QUOTED_MIN_TOKENS = 5  # a request is a clause; shorter quotes are names, titles, idioms
 _QUOTED_MAX_SHARE = 0.85  # a view of nearly the whole text adds nothing
 _WORD_RE = re.compile(r"[^\W_]+")
+_REPAIR_CHARS = 20_000  # the part of a text searched for misspelt words (a scoring chunk)
 
 
 def _is_key(text: str, end: int) -> bool:
@@ -1427,7 +1429,7 @@ def quoted_text(canon: str) -> str | None:
     return joined
 
 
-def views(text: str, quoted: bool = False) -> list[View]:
+def views(text: str, quoted: bool = False, lexicon: Lexicon | None = None) -> list[View]:
     """The canonical view of ``text`` followed by its plausible decodings.
 
     The first element is always ``View("canonical", canonical(text))``. Decoded views follow
@@ -1453,6 +1455,12 @@ def views(text: str, quoted: bool = False) -> list[View]:
 
     With ``quoted`` (inputs), the text's quoted spans joined (:func:`quoted_text`) come right
     after the canonical view.
+
+    With a ``lexicon`` (the words a model knows), a text whose words are largely unknown
+    also gets the view ``repaired``: scrambled, nudged, reversed, doubled, pig-latin or
+    vowelless words and run-together words mapped back to known words
+    (:meth:`asl3.text.spelling.Lexicon.repair`). It comes right after the canonical view
+    (and the quoted one): it is the text itself, only spelt right.
     """
     folded, canon, spaced = _fold_layout(text)
     sink = _Collector(canon)
@@ -1460,6 +1468,10 @@ def views(text: str, quoted: bool = False) -> list[View]:
         q = quoted_text(canon)
         if q is not None:
             sink.add("quoted", q)
+    if lexicon is not None:
+        fixed = lexicon.repair(canon[:_REPAIR_CHARS])
+        if fixed is not None:
+            sink.add("repaired", fixed)
     _decode_into(text, folded, canon, spaced, "", 1, sink)
     return sink.views
 
