@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from asl3.data.frames import MORE_TEMPLATES
 from asl3.data.io import Row
 
 Family = Literal["encoding", "wrapper", "noise", "translation"]
@@ -860,15 +861,19 @@ _PREFIX_INJECTION = (
 )
 
 WRAPPER_TEMPLATES: dict[str, Sequence[str]] = {
-    "roleplay": _ROLEPLAY,
-    "developer_mode": _DEVELOPER_MODE,
-    "fiction": _FICTION,
-    "academic": _ACADEMIC,
-    "authority": _AUTHORITY,
-    "code_block": _CODE_BLOCK,
-    "prefix_injection": _PREFIX_INJECTION,
+    name: templates + MORE_TEMPLATES[name]
+    for name, templates in (
+        ("roleplay", _ROLEPLAY),
+        ("developer_mode", _DEVELOPER_MODE),
+        ("fiction", _FICTION),
+        ("academic", _ACADEMIC),
+        ("authority", _AUTHORITY),
+        ("code_block", _CODE_BLOCK),
+        ("prefix_injection", _PREFIX_INJECTION),
+    )
 }
-"""Hand-written templates per wrapper; each contains :data:`SLOT`."""
+"""Hand-written templates per wrapper (these and :mod:`asl3.data.frames`); each contains
+:data:`SLOT`."""
 
 
 def _wrapper(name: str) -> Callable[[str, random.Random], str]:
