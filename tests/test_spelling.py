@@ -139,3 +139,13 @@ def test_repair_cost_is_bounded(lex: Lexicon) -> None:
     junk = " ".join("".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(
         rng.randint(3, 30))) for _ in range(60_000))
     lex.repair(junk)
+
+
+def test_punctuation_sprinkled_inside_words_is_removed(lex: Lexicon) -> None:
+    assert lex.repair("ex*pl-ain h.ow t_o ba*ke so-ur.dough br_ead") == (
+        "explain how to bake sourdough bread")
+
+
+def test_ordinary_hyphens_and_abbreviations_are_not_joined(lex: Lexicon) -> None:
+    text = "a step-by-step guide, e.g. a well-known starter-recipe for bread-baking at home"
+    assert lex.join_inner_punctuation(text) is None

@@ -2,7 +2,8 @@
 
 Character-level noise defeats a word model without any encoding to decode: "Best-of-N"
 jailbreaks scramble the inside letters of words ("Gvie dletaied intsrucitnos"), nudge a few
-characters to their ASCII neighbours ("ezplain"), reverse each word in place, write pig latin,
+characters to their ASCII neighbours ("ezplain"), sprinkle punctuation inside them
+("des*cr-i.be"), reverse each word in place, write pig latin,
 double every letter, drop the vowels, or run the words together. A human reads these easily;
 character n-grams only partly survive them. This module maps such tokens back to the words
 of a :class:`Lexicon` (the words a model knows, most frequent first), so that the repaired
@@ -47,6 +48,7 @@ _CONTRACTION_TAILS = frozenset(("s", "t", "d", "m", "ll", "re", "ve"))
 _VOWELS = frozenset("aeiou")
 _VOWELLESS_SHARE = 0.08  # at most this share of letters are vowels: written without vowels
 _WORD_RE = re.compile(r"[a-z]+")
+_INNER_PUNCT_RE = re.compile(r"(?<=[a-z])[*._|~^\-]+(?=[a-z])")
 # ASCII letters kept, every other byte a space: the words of a canonical text, split at C
 # speed (a regular expression took 25-50 us per 1,000 characters, half the cost of views()).
 _LETTERS_ONLY = bytes.maketrans(bytes(range(256)),
@@ -214,16 +216,20 @@ class Lexicon:
         """``canon`` (a canonical, lowercase text) with its disguised words repaired, or
         None when nothing was repaired.
 
+        Punctuation sprinkled inside words ("des*cr-i.be") is removed first, when that
+        turns most of the touched words into known ones (:meth:`join_inner_punctuation`).
         Word-level disguises are judged when at least :data:`MIN_UNKNOWN` words, and
         :data:`MIN_UNKNOWN_SHARE` of all words, are unknown: each method is tried on the
         distinct unknown words of 3+ letters and the one that repairs the most wins, if it
         repairs most of them; it is then applied to the shorter words too. Unknown tokens of
         :data:`SEGMENT_MIN`+ letters left over are segmented.
         """
-        words = canon.encode("ascii", "replace").translate(_LETTERS_ONLY).split()
+        joined = self.join_inner_punctuation(canon)
+        text = canon if joined is None else joined
+        words = text.encode("ascii", "replace").translate(_LETTERS_ONLY).split()
         unknown_bytes = list(filterfalse(self._known_bytes.__contains__, words))
         if not unknown_bytes:
-            return None  # the common case, found at C speed
+            return joined  # the common case (None), found at C speed
         unknown = sorted({w.decode() for w in unknown_bytes})[:MAX_TOKENS]
         fixes: dict[str, str] = {}
         if len(unknown_bytes) >= max(MIN_UNKNOWN, MIN_UNKNOWN_SHARE * len(words)):
@@ -235,8 +241,26 @@ class Lexicon:
                 if (split := self.segment(w)) is not None:
                     fixes[w] = split
         if not fixes:
+            return joined
+        return _WORD_RE.sub(lambda m: fixes.get(m.group(), m.group()), text)
+
+    def join_inner_punctuation(self, canon: str) -> str | None:
+        """``canon`` with the punctuation between two letters removed ("ext.r*a.c-t" ->
+        "extract"), or None unless at least :data:`MIN_UNKNOWN` words changed and most of
+        the changed words are known: "step-by-step", "e.g." or "file_name.py" in ordinary
+        text do not join into known words. A few ``str.count`` calls rule out most texts."""
+        marks = sum(map(canon.count, "*_|~^"))
+        if (marks < MIN_UNKNOWN and canon.count("-") < 2 * MIN_UNKNOWN
+                and canon.count(".") - canon.count(". ") < MIN_UNKNOWN):
             return None
-        return _WORD_RE.sub(lambda m: fixes.get(m.group(), m.group()), canon)
+        joined, n = _INNER_PUNCT_RE.subn("", canon)
+        if n < MIN_UNKNOWN:
+            return None
+        changed = set(_WORD_RE.findall(joined)) - set(_WORD_RE.findall(canon))
+        known = sum(w in self.known for w in changed)
+        if known < MIN_UNKNOWN or known < MIN_EXPLAINED * len(changed):
+            return None
+        return joined
 
     def _word_fixes(self, unknown: list[str], short: set[str]) -> dict[str, str]:
         """The repairs of the method that explains the most unknown words of 3+ letters,
