@@ -1457,8 +1457,8 @@ def views(text: str, quoted: bool = False, lexicon: Lexicon | None = None) -> li
     after the canonical view.
 
     With a ``lexicon`` (the words a model knows), a text whose words are largely unknown
-    also gets the view ``repaired``: scrambled, nudged, reversed, doubled, pig-latin or
-    vowelless words and run-together words mapped back to known words
+    also gets the view ``repaired``: scrambled, nudged, punctuated, reversed, doubled,
+    pig-latin or vowelless words and run-together words mapped back to known words
     (:meth:`asl3.text.spelling.Lexicon.repair`). It comes right after the canonical view
     (and the quoted one): it is the text itself, only spelt right.
     """

@@ -76,9 +76,10 @@ class Lexicon:
     """Known words, most frequent first, with the indexes the repairs look words up in.
 
     Indexes map a key to the most frequent word with that key: the scrambled-inside key, each
-    one-letter wildcard (a substituted letter), the scrambled-inside key with one inside letter
-    wildcarded (scrambled *and* nudged, as Best-of-N does both), and the consonant skeleton.
-    Built once per lexicon (a few hundred thousand keys for a model's ~6,000 words).
+    one-letter wildcard (a substituted letter), the scrambled-inside key with one inside
+    letter left out or the first or last letter wildcarded (scrambled *and* nudged, as
+    Best-of-N does both), and the consonant skeleton. Built once per bundle (the default
+    model's 5,200 words give about 60,000 keys, in well under 0.1 s).
     """
 
     def __init__(self, words: Iterable[str]) -> None:
