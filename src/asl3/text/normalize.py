@@ -1386,7 +1386,6 @@ _QUOTED_SCAN = 20_000  # characters searched for quotes (a chunk, as scoring cut
 _QUOTED_MIN_TOKENS = 5  # a request is a clause; shorter quotes are names, titles, idioms
 _QUOTED_MAX_SHARE = 0.85  # a view of nearly the whole text adds nothing
 _WORD_RE = re.compile(r"[^\W_]+")
-_REPAIR_CHARS = 20_000  # the part of a text searched for misspelt words (a scoring chunk)
 
 
 def _is_key(text: str, end: int) -> bool:
@@ -1427,6 +1426,9 @@ def quoted_text(canon: str) -> str | None:
     if n < _QUOTED_MIN_TOKENS or n > _QUOTED_MAX_SHARE * len(_WORD_RE.findall(sample)):
         return None
     return joined
+
+
+_REPAIR_CHARS = 20_000  # the part of a text searched for misspelt words (a scoring chunk)
 
 
 def views(text: str, quoted: bool = False, lexicon: Lexicon | None = None) -> list[View]:

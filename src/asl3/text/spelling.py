@@ -121,9 +121,6 @@ class Lexicon:
     def __contains__(self, word: object) -> bool:
         return word in self.rank
 
-    def __len__(self) -> int:
-        return len(self.words)
-
     # -- single-word repairs ------------------------------------------------------------
 
     def _best(self, candidates: Iterable[str | None]) -> str | None:
