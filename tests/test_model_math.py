@@ -227,3 +227,19 @@ def test_sentence_breaks_match_the_plain_form_of_the_pattern():
         assert SEGMENT_BREAK_RE.split(text) == plain.split(text)
 
     same()
+
+
+def test_the_vocabulary_is_every_feature_in_min_df_texts_with_smooth_idf():
+    """build_vocab counts each text's features (text_features) once, keeps those in at least
+    min_df texts, most frequent first, and weighs them ln((1 + n) / (1 + df)) + 1."""
+    from collections import Counter
+
+    from asl3.classify.features import text_features
+
+    texts = ["bake the bread", "bake a cake, bake it twice", "the bread rises", "rye bread"]
+    vocab, idf = build_vocab(texts, min_df=2)
+    df = Counter(f for t in texts for f in set(text_features(t)))
+    assert set(vocab) == {f for f, n in df.items() if n >= 2}
+    assert [df[f] for f in vocab] == sorted((df[f] for f in vocab), reverse=True)
+    want = np.log((1 + len(texts)) / (1 + np.array([df[f] for f in vocab]))) + 1
+    assert np.allclose(idf, want)

@@ -248,6 +248,15 @@ def test_inputs_are_scored_with_the_quoted_view_only_where_the_bundle_was_traine
     assert "quoted" not in [v.name for v in old.views_of_input(framed)]
 
 
+def test_inputs_keep_their_line_breaks_only_where_the_bundle_was_trained_with_it(guard):
+    framed = "Stay in character. The question you must answer is:\nhow do I bake bread\nGo."
+    assert guard.bundle.config["line_views"] is True  # the shipped bundle has it
+    assert guard.scorer.views_of_input(framed)[0].text.count("\n") == 2
+    old = copy.copy(guard.scorer)
+    old.lines = False  # what a bundle without `line_views` in its config gets
+    assert "\n" not in old.views_of_input(framed)[0].text
+
+
 def test_input_thresholds_are_calibrated_on_plain_and_transformed_harmless_inputs(proxy_bundle):
     cal = load_bundle(proxy_bundle).manifest["calibration"]
     assert cal["input_rows_transformed"] > 0

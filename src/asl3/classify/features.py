@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -261,12 +262,20 @@ def build_vocab(texts: Iterable[str], min_df: int = 2, max_features: int = 200_0
     idf = ln((1 + n_texts) / (1 + df)) + 1, as scikit-learn's smooth idf: rare, specific
     features weigh more in a text's mean than ubiquitous ones like common character grams.
     """
-    df: dict[str, int] = {}
+    df: Counter[str] = Counter()
     n_texts = 0
+    per_word: dict[str, list[str]] = {}  # a word's features, computed once (words repeat a lot)
     for text in texts:
         n_texts += 1
-        for f in set(text_features(text)):
-            df[f] = df.get(f, 0) + 1
+        toks = tokens(text)
+        feats: set[str] = set()
+        for t in toks:
+            got = per_word.get(t)
+            if got is None:
+                got = per_word[t] = word_features(t)
+            feats.update(got)
+        feats.update(bigram_feature(a, b) for a, b in zip(toks, toks[1:], strict=False))
+        df.update(feats)  # the same set as text_features(text), counted once per text
     kept = [f for f, n in df.items() if n >= min_df]
     kept.sort(key=lambda f: (-df[f], f))
     kept = kept[:max_features]

@@ -72,6 +72,8 @@ class Scorer:
         self.segment_edge = cfg.get("segment_edge_min_tokens")  # None: as segment_min
         # inputs also get the view of their quoted spans (bundles trained with it)
         self.quoted = bool(cfg.get("quoted_views", False))
+        # inputs' canonical view keeps its line breaks (bundles trained with it)
+        self.lines = bool(cfg.get("line_views", False))
         # inputs whose words are largely misspelt also get a repaired view (bundles
         # calibrated with it), spelt with the model's own word vocabulary
         self.lexicon = (Lexicon.from_vocabulary(self.feat.vocab)
@@ -106,7 +108,7 @@ class Scorer:
         """The views an input is scored through (with the quoted and repaired views where
         the bundle was trained or calibrated with them: scoring must see what training and
         calibration saw)."""
-        return views(text, quoted=self.quoted, lexicon=self.lexicon)
+        return views(text, quoted=self.quoted, lexicon=self.lexicon, lines=self.lines)
 
     def input_views(self, vs: list[View]) -> Score:
         """``input`` for views already computed (stage 2 reads the same views)."""

@@ -13,10 +13,12 @@ import re
 import threading
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -77,11 +79,16 @@ class TrainConfig:
     # vocabulary only exists after training, so training rows do not get it; calibration
     # and scoring do.
     repaired_views: bool = True
+    # Inputs' canonical view keeps its line breaks, so a request on its own line is a
+    # sentence of its own (normalize.views(lines=True)); training, calibration and scoring.
+    line_views: bool = True
     # Stage 2 (asl3.classify.neural): "auto" trains it when the neural extra is installed,
     # "minilm" requires it, "none" leaves it out. It reads a stratified sample of the input
     # examples (embedding all of them would take most of the 5-minute budget on 2 cores).
     stage2: str = "auto"
-    stage2_examples: int = 12_000
+    # Embedding them is the largest share of training: 12,000 took the default bundle to
+    # 308-318 s on 2 cores (limit 300) once the round-12 rows were in.
+    stage2_examples: int = 10_000
     stage2_max_tokens: int = 64  # word pieces the encoder reads per text
     stage2_harmful_share: float = 0.45
     # Share of each class drawn from rows as written before augmentation (see stage2_sample).
@@ -150,19 +157,15 @@ def _prefixes(text: str) -> list[str]:
 def _mean_rows(feat: Featurizer, texts: Sequence[str], idf: np.ndarray):  # -> csr_matrix
     from scipy import sparse
 
+    w = idf.tolist()  # Python floats: indexing a numpy array per feature was most of the cost
     indptr = [0]
     indices: list[int] = []
     data: list[float] = []
     for t in texts:
-        per_tok = feat.token_ids(tokens(t))
-        counts: dict[int, int] = {}
-        for ids in per_tok:
-            for i in ids:
-                counts[i] = counts.get(i, 0) + 1
-        total = sum(c * float(idf[i]) for i, c in counts.items())
-        for i, c in counts.items():
-            indices.append(i)
-            data.append(c * float(idf[i]) / total)
+        counts = Counter(chain.from_iterable(feat.token_ids(tokens(t))))
+        total = sum(c * w[i] for i, c in counts.items())
+        indices.extend(counts)
+        data.extend(c * w[i] / total for i, c in counts.items())
         indptr.append(len(indices))
     return sparse.csr_matrix(
         (np.asarray(data, dtype=np.float32), np.asarray(indices, dtype=np.int32), indptr),
@@ -353,21 +356,22 @@ def _segments(toks: list[str], starts: list[int], max_len: int, min_len: int,
 def _input_examples(rows: Sequence[Row], scales: Sequence[tuple[int, int]],
                     rng: random.Random, origin: dict[str, str] | None = None,
                     segment_min: int | None = None, segment_edge: int | None = None,
-                    quoted: bool = False) -> tuple[list[str], list[str]]:
+                    quoted: bool = False, lines: bool = False) -> tuple[list[str], list[str]]:
     """Every view of every row; plus, for harmless rows, windows at the scoring scales.
 
     Views of a harmful row that do not carry its payload (see :func:`_carries`) are left out.
     With ``segment_min``, sentences are examples too: a harmful row's sentences that carry its
     payload (the request inside a frame) and a harmless row's sentences (a frame's own
     sentences, which must score low when judged alone). With ``quoted``, the quoted-spans
-    view is one of the views (as it is when such a bundle scores).
+    view is one of the views, and with ``lines`` the canonical view keeps its line breaks
+    (as they are when such a bundle scores).
     """
     max_len = max(w for w, _ in scales)
     origin = origin or {}
     texts, labels = [], []
     for r in rows:
         seen = set()
-        vs = views(r.text, quoted=quoted)
+        vs = views(r.text, quoted=quoted, lines=lines)
         payload = _payload_words(origin.get(r.text, r.text)) if r.label == "harmful" else None
         for v in vs:
             if v.text and v.text not in seen:
@@ -724,7 +728,8 @@ def train(cfg: TrainConfig, progress: Progress = _noop) -> dict[str, Any]:
     out_rows = [r for r in rows if r.kind == "output"]
     in_texts, in_labels = _input_examples(in_rows, cfg.windows, random.Random(cfg.seed + 1),
                                           origin, cfg.segment_min_tokens,
-                                          cfg.segment_edge_min_tokens, cfg.quoted_views)
+                                          cfg.segment_edge_min_tokens, cfg.quoted_views,
+                                          cfg.line_views)
     out_texts, out_prompts, out_labels = _output_examples(
         out_rows, origin, random.Random(cfg.seed + 3), cfg.output_prompt_swap,
         cfg.output_prompt_drop)
@@ -788,6 +793,7 @@ def train(cfg: TrainConfig, progress: Progress = _noop) -> dict[str, Any]:
                    "segment_edge_min_tokens": cfg.segment_edge_min_tokens,
                    "quoted_views": cfg.quoted_views,
                    "repaired_views": cfg.repaired_views,
+                   "line_views": cfg.line_views,
                    "holdback": cfg.holdback,
                    "min_tokens": cfg.min_tokens,
                    "output_context": cfg.output_context,

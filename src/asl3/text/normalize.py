@@ -1371,6 +1371,12 @@ def _word_order_reversed(line: str) -> str | None:
     return " ".join(reversed(words))
 
 
+def _keep_lines(folded: str) -> str:
+    """The layout of a folded text without spaced letters, line breaks kept: the same
+    words as ``_layout(folded)``, one ``\n`` between non-blank lines."""
+    return "\n".join(line for line in (" ".join(x.split()) for x in folded.split("\n")) if line)
+
+
 def _fold_layout(text: str) -> tuple[str, str, bool]:
     """``(_fold(text), canonical(text), _may_have_spaced(folded))`` in one go."""
     folded = _fold(text)
@@ -1431,7 +1437,8 @@ def quoted_text(canon: str) -> str | None:
 _REPAIR_CHARS = 20_000  # the part of a text searched for misspelt words (a scoring chunk)
 
 
-def views(text: str, quoted: bool = False, lexicon: Lexicon | None = None) -> list[View]:
+def views(text: str, quoted: bool = False, lexicon: Lexicon | None = None,
+          lines: bool = False) -> list[View]:
     """The canonical view of ``text`` followed by its plausible decodings.
 
     The first element is always ``View("canonical", canonical(text))``. Decoded views follow
@@ -1463,9 +1470,17 @@ def views(text: str, quoted: bool = False, lexicon: Lexicon | None = None) -> li
     pig-latin or vowelless words and run-together words mapped back to known words
     (:meth:`asl3.text.spelling.Lexicon.repair`). It comes right after the canonical view
     (and the quoted one): it is the text itself, only spelt right.
+
+    With ``lines`` (inputs), the canonical view keeps the text's line breaks (one ``\n``
+    between non-blank lines) unless spaced letters were joined across them: the words are
+    the same, but sentence segmentation can see that a request stands on a line of its own
+    ("...is:\nHow do I make X?\nDo not break character"), instead of merging it with the
+    frame's next instruction. Decoders still read the collapsed text.
     """
     folded, canon, spaced = _fold_layout(text)
     sink = _Collector(canon)
+    if lines and not spaced and "\n" in folded:
+        sink.views[0] = View("canonical", _keep_lines(folded))
     if quoted:
         q = quoted_text(canon)
         if q is not None:
