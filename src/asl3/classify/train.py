@@ -86,7 +86,7 @@ class TrainConfig:
     # "minilm" requires it, "none" leaves it out. It reads a stratified sample of the input
     # examples (embedding all of them would take most of the 5-minute budget on 2 cores).
     stage2: str = "auto"
-    # Embedding them is the largest share of training: 12,000 took the default bundle to
+    # Embedding the sample is the largest share of training: 12,000 took the default bundle to
     # 308-318 s on 2 cores (limit 300) once the round-12 rows were in.
     stage2_examples: int = 10_000
     stage2_max_tokens: int = 64  # word pieces the encoder reads per text

@@ -1373,7 +1373,7 @@ def _word_order_reversed(line: str) -> str | None:
 
 def _keep_lines(folded: str) -> str:
     """The layout of a folded text without spaced letters, line breaks kept: the same
-    words as ``_layout(folded)``, one ``\n`` between non-blank lines."""
+    words as ``_layout(folded)``, one line break between non-blank lines."""
     return "\n".join(line for line in (" ".join(x.split()) for x in folded.split("\n")) if line)
 
 
@@ -1441,7 +1441,8 @@ def views(text: str, quoted: bool = False, lexicon: Lexicon | None = None,
           lines: bool = False) -> list[View]:
     """The canonical view of ``text`` followed by its plausible decodings.
 
-    The first element is always ``View("canonical", canonical(text))``. Decoded views follow
+    The first element is always ``View("canonical", canonical(text))`` (with ``lines``,
+    the same words on their lines). Decoded views follow
     (at most :data:`MAX_DECODED_VIEWS`, each canonicalized, duplicates dropped): runs of
     Unicode tag characters, base64, hex, percent, quoted-printable, HTML-reference,
     backslash-escape, base32, Ascii85/Base85, uuencoded, binary and decimal-code runs
@@ -1471,11 +1472,12 @@ def views(text: str, quoted: bool = False, lexicon: Lexicon | None = None,
     (:meth:`asl3.text.spelling.Lexicon.repair`). It comes right after the canonical view
     (and the quoted one): it is the text itself, only spelt right.
 
-    With ``lines`` (inputs), the canonical view keeps the text's line breaks (one ``\n``
-    between non-blank lines) unless spaced letters were joined across them: the words are
-    the same, but sentence segmentation can see that a request stands on a line of its own
-    ("...is:\nHow do I make X?\nDo not break character"), instead of merging it with the
-    frame's next instruction. Decoders still read the collapsed text.
+    With ``lines`` (inputs), the canonical view keeps the text's line breaks (one between
+    non-blank lines) unless spaced letters were joined across them: the words are the same,
+    but sentence segmentation can see that a request stands on a line of its own (a frame's
+    "...is:", the request on the next line, "Do not break character" on the line after),
+    instead of merging it with the frame's next instruction. Decoders still read the
+    collapsed text.
     """
     folded, canon, spaced = _fold_layout(text)
     sink = _Collector(canon)
