@@ -11,6 +11,7 @@ Only features seen at training time (the vocabulary) have ids; everything else i
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections import Counter
@@ -99,15 +100,20 @@ def segment_spans(starts: Sequence[int], n_tokens: int, max_len: int, min_len: i
     return [(lo, hi) for lo, hi in spans if hi - lo <= max_len and (lo, hi) != (0, n_tokens)]
 
 
+@functools.lru_cache(maxsize=1 << 17)
+def _cached_word_features(word: str) -> tuple[str, ...]:
+    return tuple(word_features(word))
+
+
 def text_features(text: str) -> Iterable[str]:
-    """Every feature string of a text (used to build the vocabulary)."""
+    """Every feature string of a text (used to build the vocabulary). A word's features are
+    computed once and remembered: words repeat a lot, and building the default bundle's
+    vocabulary spent most of its time recomputing them."""
     toks = tokens(text)
-    prev = None
     for t in toks:
-        yield from word_features(t)
-        if prev is not None:
-            yield bigram_feature(prev, t)
-        prev = t
+        yield from _cached_word_features(t)
+    for prev, t in zip(toks, toks[1:], strict=False):
+        yield bigram_feature(prev, t)
 
 
 class SlotTable:
@@ -264,18 +270,9 @@ def build_vocab(texts: Iterable[str], min_df: int = 2, max_features: int = 200_0
     """
     df: Counter[str] = Counter()
     n_texts = 0
-    per_word: dict[str, list[str]] = {}  # a word's features, computed once (words repeat a lot)
     for text in texts:
         n_texts += 1
-        toks = tokens(text)
-        feats: set[str] = set()
-        for t in toks:
-            got = per_word.get(t)
-            if got is None:
-                got = per_word[t] = word_features(t)
-            feats.update(got)
-        feats.update(bigram_feature(a, b) for a, b in zip(toks, toks[1:], strict=False))
-        df.update(feats)  # the same set as text_features(text), counted once per text
+        df.update(set(text_features(text)))
     kept = [f for f, n in df.items() if n >= min_df]
     kept.sort(key=lambda f: (-df[f], f))
     kept = kept[:max_features]
