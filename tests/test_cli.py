@@ -57,6 +57,15 @@ def test_a_negative_number_of_calibration_transforms_is_refused(tmp_path):
     assert p.returncode == 2 and b"--calib-transforms" in p.stderr and b"Traceback" not in p.stderr
 
 
+@pytest.mark.parametrize("flag,value", [("--target-fpr", "1.5"), ("--target-fpr", "-0.1"),
+                                        ("--input-fpr-margin", "0"),
+                                        ("--input-fpr-margin", "1.2")])
+def test_a_calibration_rate_out_of_range_is_refused_before_training(tmp_path, flag, value):
+    p = run(["train", "--out", str(tmp_path / "b"), flag, value, "--quiet"])
+    assert p.returncode == 2 and flag.encode() in p.stderr and b"Traceback" not in p.stderr
+    assert not (tmp_path / "b").exists()
+
+
 def test_malformed_jsonl_for_eval_names_the_line(tmp_path):
     f = tmp_path / "bad.jsonl"
     f.write_text('{"text": "hi", "label": "harmless", "category": "other.everyday"}\n{oops\n')

@@ -263,6 +263,28 @@ def test_input_thresholds_are_calibrated_on_plain_and_transformed_harmless_input
     assert cal["input_rows"] == 2 * cal["input_rows_transformed"]  # one copy of each plain row
 
 
+def test_inputs_are_calibrated_at_a_margin_below_the_target_rate(proxy_bundle):
+    """The proxy bundle targets 5%; its stage-1 input threshold is the one that blocks at most
+    4% (the default margin, 0.8) of the calibration inputs and their transformed copies,
+    recomputed here from the calibration file."""
+    import random
+
+    from asl3.classify.calibrate import threshold_for_fpr
+    from asl3.data.augment import augment
+
+    manifest = load_bundle(proxy_bundle).manifest
+    target = manifest["config"]["target_fpr"]
+    assert (target["input"], target["input_margin"]) == (0.05, 0.8)
+    calib = [r for r in read_jsonl(PROXY / "calib.jsonl")
+             if r.kind == "input" and r.label == "harmless"]
+    rows = [*calib, *augment(calib, random.Random(manifest["config"]["seed"] + 5), per_row=1)]
+    g = Guard.load(proxy_bundle, stage2=False)
+    scores = [g.scorer.input_views(g.scorer.views_of_input(r.text)).score for r in rows]
+    assert len(rows) == manifest["calibration"]["input_rows"]
+    assert g.thresholds["input"] == pytest.approx(threshold_for_fpr(scores, 0.04), abs=1e-9)
+    assert g.thresholds["input"] >= threshold_for_fpr(scores, 0.05)  # stricter than the target
+
+
 def test_a_whole_response_judged_at_once_still_decodes_an_early_encoded_passage(pguard):
     """An encoded passage followed by a long harmless answer: streaming decodes it in a
     tail re-check; judging the whole response at once must block it the same way."""

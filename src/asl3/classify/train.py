@@ -54,6 +54,11 @@ class TrainConfig:
     seed: int = 0
     target_fpr_input: float = 0.01
     target_fpr_output: float = 0.01
+    # Inputs are calibrated at this share of target_fpr_input. Why a margin: the calibration
+    # split is a sample, and what reaches a guard (unseen jailbreak frames, other topics) is
+    # not drawn from it; calibrated at exactly 1%, two training seeds blocked 1.13% and 0.44%
+    # of the dev sets' harmless inputs. At 0.8% both blocked 0.26% (see ARCHITECTURE.md).
+    input_fpr_margin: float = 0.8
     hidden: int = 32
     epochs: int = 15
     alpha: float = 1e-2  # L2 of the input and category models (1e-4 overfit the wild set)
@@ -797,7 +802,8 @@ def train(cfg: TrainConfig, progress: Progress = _noop) -> dict[str, Any]:
                    "holdback": cfg.holdback,
                    "min_tokens": cfg.min_tokens,
                    "output_context": cfg.output_context,
-                   "target_fpr": {"input": cfg.target_fpr_input, "output": cfg.target_fpr_output},
+                   "target_fpr": {"input": cfg.target_fpr_input, "output": cfg.target_fpr_output,
+                                  "input_margin": cfg.input_fpr_margin},
                    "seed": cfg.seed},
         "training": {"rows": len(rows), "input_examples": len(in_texts),
                      "output_examples": len(out_texts), "vocab": len(vocab),
@@ -826,19 +832,20 @@ def train(cfg: TrainConfig, progress: Progress = _noop) -> dict[str, Any]:
 
     calib_aug = augment([r for r in calib if r.kind == "input"], random.Random(cfg.seed + 5),
                         per_row=cfg.calib_augment_per_row) if cfg.calib_augment_per_row else []
-    cal = calibration_scores(guard, [*calib, *calib_aug], progress, cfg.target_fpr_input)
+    fpr_in = cfg.target_fpr_input * cfg.input_fpr_margin
+    cal = calibration_scores(guard, [*calib, *calib_aug], progress, fpr_in)
     ins, outs = cal.inputs, cal.outputs
 
     def th(scores: Sequence[float] | None, fpr: float) -> float:
         return threshold_for_fpr(scores, fpr) if scores else 0.5
 
-    manifest["thresholds"] = {"input": th(ins, cfg.target_fpr_input),
+    manifest["thresholds"] = {"input": th(ins, fpr_in),
                               "output": th(outs, cfg.target_fpr_output)}
     if cal.outputs_alone:  # blocks when either context reaches its threshold: one FP budget
         t_out, t_floor = union_thresholds(outs, cal.outputs_alone, cfg.target_fpr_output)
         manifest["thresholds"].update(output=t_out, output_floor=t_floor)
     if head is not None:
-        manifest["thresholds"]["input_stage2"] = th(cal.inputs_stage2, cfg.target_fpr_input)
+        manifest["thresholds"]["input_stage2"] = th(cal.inputs_stage2, fpr_in)
     manifest["calibration"] = {"input_rows": len(ins), "output_rows": len(outs),
                                "input_rows_transformed": len(calib_aug)}
 

@@ -84,8 +84,14 @@ def cmd_train(a: argparse.Namespace) -> int:
     cfg = TrainConfig(constitution=a.constitution, data=a.data or [], calib=a.calib or [],
                       dev=a.dev or [], out=a.out, seed=a.seed,
                       target_fpr_input=a.target_fpr, target_fpr_output=a.target_fpr,
+                      input_fpr_margin=a.input_fpr_margin,
                       calib_augment_per_row=a.calib_transforms, stage2=a.stage2,
                       **_llm_options(a))
+    if not 0.0 <= a.target_fpr < 1.0:
+        raise UsageError(f"--target-fpr must be at least 0 and below 1, got {a.target_fpr}")
+    if not 0.0 < a.input_fpr_margin <= 1.0:
+        raise UsageError(f"--input-fpr-margin must be above 0 and at most 1, "
+                         f"got {a.input_fpr_margin}")
     if a.calib_transforms < 0:
         raise UsageError(f"--calib-transforms must be 0 or more, got {a.calib_transforms}")
     for f in [*cfg.data, *cfg.calib, *cfg.dev]:
@@ -459,7 +465,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, metavar="DIR", help="bundle directory to write")
     t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     t.add_argument("--target-fpr", type=float, default=0.01, metavar="X",
-                   help="target false-positive rate on the calibration split (default 0.01)")
+                   help="target false-positive rate (default 0.01): outputs are calibrated to "
+                        "it on the calibration split, inputs to X times --input-fpr-margin")
+    t.add_argument("--input-fpr-margin", type=float, default=0.8, metavar="M",
+                   help="inputs are calibrated at M times the target (default 0.8), because "
+                        "traffic is not drawn from the calibration split: at exactly 1%%, "
+                        "harmless dev inputs were blocked at 0.4-1.1%% across training seeds")
     t.add_argument("--calib-transforms", type=int, default=1, metavar="N",
                    help="jailbreak-style transformed copies of each harmless calibration input "
                         "calibrated on with the plain rows, so that harmless requests in a "
