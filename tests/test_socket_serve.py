@@ -189,26 +189,41 @@ def test_an_allowlisted_client_receives_the_original_plaintext(vault, granted, p
     assert not list(vault.path.rglob("*.partial"))  # nothing decrypted to disk
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])  # Ctrl-C, service stop
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # what a shell's background job inherits
+
+
+# Ctrl-C, service stop, and `kill -INT` of a server a shell started in the background (which
+# inherits SIGINT ignored, so Python would never raise KeyboardInterrupt)
+@pytest.mark.parametrize("stop,start", [(signal.SIGINT, None), (signal.SIGTERM, None),
+                                        (signal.SIGINT, _ignore_sigint)],
+                         ids=["SIGINT", "SIGTERM", "SIGINT-inherited-ignored"])
 def test_the_cli_server_serves_and_stops_cleanly(vault, granted, people, sockdir, tmp_path,
-                                                 weights, stop) -> None:
+                                                 weights, stop, start) -> None:
     identity.save(people["dave"], tmp_path / "dave.key")
     allow(vault, people, sys.executable)
     sock = sockdir / "cli.sock"
+    # PYTHONFAULTHANDLER: a server that does not stop in time is aborted, and every thread's
+    # stack lands in its stderr (shown by the assertion below)
     proc = subprocess.Popen([sys.executable, "-m", "asl3.cli", "vault", "serve", str(vault.path),
                              granted, "--as", str(tmp_path / "dave.key"), "--socket", str(sock),
-                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"}, preexec_fn=start)
     try:
         ready = json.loads(proc.stdout.readline())
         assert ready == {"request": granted, "socket": str(sock)}
         assert client(sock, "GET model.bin") == b"OK %d\n" % SIZE + weights["model.bin"]
         proc.send_signal(stop)
-        _, err = proc.communicate(timeout=10)
+        try:
+            _, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            _, err = proc.communicate(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 0 and b"stopped" in err and not sock.exists()
+    assert proc.returncode == 0 and b"stopped" in err and not sock.exists(), err.decode()
 
 
 # -- the checks that keep holding while serving -----------------------------------------------

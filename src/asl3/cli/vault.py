@@ -152,7 +152,11 @@ def cmd_vault_serve(a: argparse.Namespace) -> int:
         sys.stderr.flush()
 
     def ready(srv: Any) -> None:
-        signal.signal(signal.SIGTERM, lambda *_: srv.stop())
+        # Both stop the server, SIGINT too: a process started in the background by a shell
+        # inherits SIGINT ignored, and Python then never raises KeyboardInterrupt, so
+        # `kill -INT` (or Ctrl-C after `fg`) would not stop it.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: srv.stop())
         if a.json:
             print(json.dumps({"request": a.request, "socket": str(srv.path)}), flush=True)
         log(f"serving request {a.request} on {srv.path} (Ctrl-C to stop)")
