@@ -1372,9 +1372,10 @@ def _word_order_reversed(line: str) -> str | None:
 
 
 def _keep_lines(folded: str) -> str:
-    """The layout of a folded text without spaced letters, line breaks kept: the same
-    words as ``_layout(folded)``, one line break between non-blank lines."""
-    return "\n".join(line for line in (" ".join(x.split()) for x in folded.split("\n")) if line)
+    """The layout of a folded text without spaced letters, line breaks kept: each line laid
+    out as ``_layout`` does, one line break between non-blank lines."""
+    return "\n".join(line for line in (_layout(x, spaced=False) for x in folded.split("\n"))
+                     if line)
 
 
 def _fold_layout(text: str) -> tuple[str, str, bool]:
